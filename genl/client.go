@@ -1,0 +1,407 @@
+package genl
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+)
+
+// Client is a client of the kernel's mptcp_pm family in one network
+// namespace. Its methods are safe for concurrent use. Requests are answered
+// by the kernel synchronously, so methods take no context; event
+// subscriptions, which block, do.
+type Client struct {
+	c      *genetlink.Conn
+	family genetlink.Family
+	events uint32 // ID of the events multicast group; 0 when absent
+	// dial opens another connection in the same namespace, for subscriptions.
+	dial func() (*genetlink.Conn, error)
+	opts options
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Option configures New, Probe and the sysctl helpers.
+type Option func(*options)
+
+type options struct {
+	netNS       int // file descriptor of a network namespace; 0: the caller's
+	eventBuffer int // receive buffer of event subscriptions, bytes
+}
+
+// WithNetNS makes the client work in the network namespace open at fd (for
+// example a file under /run/netns, see package netns). The caller keeps fd
+// open while the client is used. Entering another namespace needs
+// CAP_SYS_ADMIN.
+func WithNetNS(fd int) Option { return func(o *options) { o.netNS = fd } }
+
+// WithEventBuffer sets the socket receive buffer of event subscriptions, in
+// bytes (default 1 MiB). A larger buffer loses events less often under bursts.
+func WithEventBuffer(bytes int) Option { return func(o *options) { o.eventBuffer = bytes } }
+
+func buildOptions(opts []Option) options {
+	o := options{eventBuffer: 1 << 20}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// initClient resolves the family and its events group on an open
+// connection and returns a Client that owns it.
+func initClient(c *genetlink.Conn, dial func() (*genetlink.Conn, error), o options) (*Client, error) {
+	f, err := c.GetFamily(FamilyName)
+	if err != nil {
+		_ = c.Close()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &Error{Op: "resolve family " + FamilyName, Err: err, kinds: []error{ErrUnavailable}}
+		}
+		return nil, wrapNetlink("resolve family "+FamilyName, err)
+	}
+	cl := &Client{c: c, family: f, dial: dial, opts: o}
+	for _, g := range f.Groups {
+		if g.Name == EventsGroupName {
+			cl.events = g.ID
+		}
+	}
+	return cl, nil
+}
+
+// Close closes the client's netlink connection. Subscriptions opened from
+// the client have their own connections and stay open.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.c.Close() })
+	return c.closeErr
+}
+
+// Family returns the resolved generic-netlink family: its ID, the version
+// the kernel implements and its multicast groups.
+func (c *Client) Family() genetlink.Family { return c.family }
+
+// execute sends one request and returns the replies; every request of the
+// client goes through here, and every error is converted here.
+func (c *Client) execute(op string, cmd command, flags netlink.HeaderFlags, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
+	var data []byte
+	if encode != nil {
+		ae := netlink.NewAttributeEncoder()
+		encode(ae)
+		b, err := ae.Encode()
+		if err != nil {
+			return nil, invalidf(op, "encoding request: %v", err)
+		}
+		data = b
+	}
+	msg := genetlink.Message{
+		Header: genetlink.Header{Command: uint8(cmd), Version: FamilyVersion},
+		Data:   data,
+	}
+	msgs, err := c.c.Execute(msg, c.family.ID, netlink.Request|flags)
+	if err != nil {
+		return nil, wrapNetlink(op, err)
+	}
+	return msgs, nil
+}
+
+// wrapNetlink converts an error of the netlink library into an *Error,
+// keeping the kernel's extended-ACK text.
+func wrapNetlink(op string, err error) error {
+	var oe *netlink.OpError
+	if errors.As(err, &oe) {
+		return newError(op, oe.Err, oe.Message)
+	}
+	return newError(op, err, "")
+}
+
+// Endpoints returns the in-kernel path manager's endpoints (GET_ADDR dump).
+func (c *Client) Endpoints() ([]Endpoint, error) {
+	return c.dumpAddrs("list endpoints", nil)
+}
+
+// Endpoint returns the endpoint with the given ID (GET_ADDR).
+// Errors: ErrNotFound, ErrInvalid for ID 0.
+func (c *Client) Endpoint(id uint8) (Endpoint, error) {
+	const op = "get endpoint"
+	if id == 0 {
+		return Endpoint{}, invalidf(op, "endpoint ID must be 1..255, got 0")
+	}
+	return c.getAddr(op, addrNest{id: id}, nil)
+}
+
+// AddEndpoint creates an endpoint of the in-kernel path manager (ADD_ADDR)
+// and returns it as the kernel stored it, with the ID it chose if ep.ID was 0
+// and the flags it kept.
+//
+// Errors: ErrExists (the address is already an endpoint), ErrIDInUse,
+// ErrLimit (no room for another endpoint), ErrInvalid (a port without
+// FlagSignal, FlagSignal with FlagFullmesh, FlagImplicit, no address),
+// ErrPermission.
+func (c *Client) AddEndpoint(ep Endpoint) (Endpoint, error) {
+	const op = "add endpoint"
+	if !ep.Addr.IsValid() {
+		return Endpoint{}, invalidf(op, "endpoint address is required")
+	}
+	if ep.Flags&FlagImplicit != 0 {
+		return Endpoint{}, invalidf(op, "flag implicit is set by the kernel only")
+	}
+	if ep.IfIndex < 0 {
+		return Endpoint{}, invalidf(op, "interface index must not be negative, got %d", ep.IfIndex)
+	}
+	n := addrNest{id: ep.ID, addr: ep.Addr, port: ep.Port, flags: ep.Flags, ifIndex: ep.IfIndex}
+	if _, err := c.execute(op, cmdAddAddr, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		n.nest(ae, pmAttrAddr)
+	}); err != nil {
+		return Endpoint{}, err
+	}
+	// The kernel does not return the endpoint it created; find it.
+	eps, err := c.Endpoints()
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("reading back the new endpoint: %w", err)
+	}
+	for _, got := range eps {
+		if got.Addr == ep.Addr && (ep.ID == 0 || got.ID == ep.ID) && got.Port == ep.Port {
+			return got, nil
+		}
+	}
+	return Endpoint{}, fmt.Errorf("reading back the new endpoint: %s: %w", ep.Addr, ErrNotFound)
+}
+
+// DeleteEndpoint deletes the endpoint with the given ID (DEL_ADDR); the
+// kernel withdraws it from every connection (RM_ADDR) and closes its subflows.
+// Errors: ErrNotFound, ErrInvalid for ID 0 (see DeleteAddressID0), ErrPermission.
+func (c *Client) DeleteEndpoint(id uint8) error {
+	const op = "delete endpoint"
+	if id == 0 {
+		return invalidf(op, "endpoint ID must be 1..255, got 0 (use DeleteAddressID0 for the initial subflows' address)")
+	}
+	_, err := c.execute(op, cmdDelAddr, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		addrNest{id: id}.nest(ae, pmAttrAddr)
+	})
+	return err
+}
+
+// DeleteAddressID0 withdraws addr where connections use it with address ID 0
+// (their initial subflow's address): DEL_ADDR with ID 0 and the address.
+// Errors: ErrNotFound, ErrInvalid, ErrPermission.
+func (c *Client) DeleteAddressID0(addr netip.Addr) error {
+	const op = "delete address id 0"
+	if !addr.IsValid() {
+		return invalidf(op, "address is required")
+	}
+	_, err := c.execute(op, cmdDelAddr, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		addrNest{withID: true, addr: addr}.nest(ae, pmAttrAddr)
+	})
+	return err
+}
+
+// FlushEndpoints deletes every endpoint (FLUSH_ADDRS).
+// Errors: ErrPermission.
+func (c *Client) FlushEndpoints() error {
+	_, err := c.execute("flush endpoints", cmdFlushAddrs, netlink.Acknowledge, nil)
+	return err
+}
+
+// SetEndpointFlags sets the changeable flags (FlagBackup, FlagFullmesh; other
+// bits are ignored by the kernel) of the endpoint with the given ID
+// (SET_FLAGS). Flags not given are cleared. A change of FlagBackup is
+// signalled to peers with MP_PRIO on existing subflows.
+// Errors: ErrNotFound, ErrInvalid, ErrPermission.
+func (c *Client) SetEndpointFlags(id uint8, flags EndpointFlags) error {
+	const op = "set endpoint flags"
+	if id == 0 {
+		return invalidf(op, "endpoint ID must be 1..255, got 0")
+	}
+	_, err := c.execute(op, cmdSetFlags, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		addrNest{id: id, flags: flags}.nest(ae, pmAttrAddr)
+	})
+	return err
+}
+
+// SetEndpointFlagsByAddr is SetEndpointFlags for the endpoint with the given
+// address and port (port 0: the endpoint without a port).
+func (c *Client) SetEndpointFlagsByAddr(addr netip.AddrPort, flags EndpointFlags) error {
+	const op = "set endpoint flags"
+	if !addr.Addr().IsValid() {
+		return invalidf(op, "endpoint address is required")
+	}
+	_, err := c.execute(op, cmdSetFlags, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		addrNest{addr: addr.Addr(), port: addr.Port(), flags: flags}.nest(ae, pmAttrAddr)
+	})
+	return err
+}
+
+// Limits returns the in-kernel path manager's limits (GET_LIMITS).
+func (c *Client) Limits() (Limits, error) {
+	const op = "get limits"
+	msgs, err := c.execute(op, cmdGetLimits, 0, nil)
+	if err != nil {
+		return Limits{}, err
+	}
+	if len(msgs) != 1 {
+		return Limits{}, fmt.Errorf("mptcp_pm %s: want one reply, got %d", op, len(msgs))
+	}
+	return decodeLimits(msgs[0].Data)
+}
+
+// SetLimits sets both limits (SET_LIMITS).
+// Errors: ErrLimit and ErrInvalid for a value above the kernel's maximum (8
+// on current kernels), ErrPermission.
+func (c *Client) SetLimits(l Limits) error {
+	_, err := c.execute("set limits", cmdSetLimits, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(uint16(pmAttrRcvAddAddrs), l.AddAddrAccepted)
+		ae.Uint32(uint16(pmAttrSubflows), l.Subflows)
+	})
+	return err
+}
+
+// LocalAddresses returns the local addresses of a connection managed by a
+// userspace path manager (GET_ADDR dump with a token).
+// Errors: ErrUnknownToken, ErrWrongPathManager, ErrPermission.
+func (c *Client) LocalAddresses(token uint32) ([]Endpoint, error) {
+	return c.dumpAddrs("list local addresses", &token)
+}
+
+// LocalAddress returns the local address with the given ID of a connection
+// managed by a userspace path manager (GET_ADDR with a token).
+// Errors: ErrNotFound, ErrUnknownToken, ErrWrongPathManager, ErrPermission.
+func (c *Client) LocalAddress(token uint32, id uint8) (Endpoint, error) {
+	return c.getAddr("get local address", addrNest{id: id, withID: true}, &token)
+}
+
+func (c *Client) getAddr(op string, n addrNest, token *uint32) (Endpoint, error) {
+	msgs, err := c.execute(op, cmdGetAddr, 0, func(ae *netlink.AttributeEncoder) {
+		n.nest(ae, pmAttrAddr)
+		if token != nil {
+			ae.Uint32(uint16(pmAttrToken), *token)
+		}
+	})
+	if err != nil {
+		return Endpoint{}, err
+	}
+	if len(msgs) != 1 {
+		return Endpoint{}, fmt.Errorf("mptcp_pm %s: want one reply, got %d", op, len(msgs))
+	}
+	return decodeEndpointMessage(msgs[0].Data)
+}
+
+func (c *Client) dumpAddrs(op string, token *uint32) ([]Endpoint, error) {
+	var encode func(*netlink.AttributeEncoder)
+	if token != nil {
+		encode = func(ae *netlink.AttributeEncoder) { ae.Uint32(uint16(pmAttrToken), *token) }
+	}
+	msgs, err := c.execute(op, cmdGetAddr, netlink.Dump, encode)
+	if err != nil {
+		return nil, err
+	}
+	eps := make([]Endpoint, 0, len(msgs))
+	for _, m := range msgs {
+		ep, err := decodeEndpointMessage(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("mptcp_pm %s: %w", op, err)
+		}
+		eps = append(eps, ep)
+	}
+	return eps, nil
+}
+
+// Announce sends ADD_ADDR for a local address on the connection with the
+// given token (ANNOUNCE; userspace path manager). addr.ID must not be 0;
+// FlagSignal is always set. A listener for addr and port is the caller's job.
+// Errors: ErrUnknownToken, ErrWrongPathManager, ErrIDInUse (the ID names
+// another address on this connection), ErrInvalid, ErrPermission.
+func (c *Client) Announce(token uint32, addr Endpoint) error {
+	const op = "announce"
+	if addr.ID == 0 {
+		return invalidf(op, "address ID must be 1..255, got 0")
+	}
+	if !addr.Addr.IsValid() {
+		return invalidf(op, "local address is required")
+	}
+	n := addrNest{id: addr.ID, addr: addr.Addr, port: addr.Port, flags: addr.Flags | FlagSignal, ifIndex: addr.IfIndex}
+	_, err := c.execute(op, cmdAnnounce, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(uint16(pmAttrToken), token)
+		n.nest(ae, pmAttrAddr)
+	})
+	return err
+}
+
+// Remove withdraws the local address with the given ID from the connection
+// (REMOVE; userspace path manager): the peer gets RM_ADDR and subflows using
+// the address are closed. ID 0 is the initial subflow's address.
+// Errors: ErrNotFound, ErrUnknownToken, ErrWrongPathManager, ErrPermission.
+func (c *Client) Remove(token uint32, id uint8) error {
+	_, err := c.execute("remove", cmdRemove, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(uint16(pmAttrToken), token)
+		ae.Uint8(uint16(pmAttrLocID), id)
+	})
+	return err
+}
+
+// CreateSubflow opens an MP_JOIN subflow on the connection from local to
+// remote (SUBFLOW_CREATE; userspace path manager). local.ID 0 lets the
+// kernel pick an ID for a new address; FlagBackup in local.Flags makes a
+// backup subflow; local.IfIndex binds the subflow to a device.
+// Errors: ErrUnknownToken, ErrWrongPathManager, ErrIDInUse, ErrInvalid
+// (family mismatch, FlagSignal), ErrPermission; the errno of a failed
+// connect (e.g. EHOSTUNREACH) otherwise.
+func (c *Client) CreateSubflow(token uint32, local Endpoint, remote netip.AddrPort) error {
+	const op = "create subflow"
+	if !local.Addr.IsValid() {
+		return invalidf(op, "local address is required")
+	}
+	if !remote.Addr().IsValid() || remote.Port() == 0 {
+		return invalidf(op, "remote address and port are required, got %s", remote)
+	}
+	n := addrNest{id: local.ID, addr: local.Addr, port: local.Port, flags: local.Flags, ifIndex: local.IfIndex}
+	_, err := c.execute(op, cmdSubflowCreate, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(uint16(pmAttrToken), token)
+		n.nest(ae, pmAttrAddr)
+		addrNest{addr: remote.Addr(), port: remote.Port()}.nest(ae, pmAttrAddrRemote)
+	})
+	return err
+}
+
+// DestroySubflow closes the subflow local↔remote of the connection
+// (SUBFLOW_DESTROY; userspace path manager). Both ports are required.
+// Errors: ErrNotFound (no such subflow), ErrUnknownToken,
+// ErrWrongPathManager, ErrInvalid, ErrPermission.
+func (c *Client) DestroySubflow(token uint32, local, remote netip.AddrPort) error {
+	const op = "destroy subflow"
+	if !local.Addr().IsValid() || local.Port() == 0 || !remote.Addr().IsValid() || remote.Port() == 0 {
+		return invalidf(op, "local and remote address and port are required, got %s and %s", local, remote)
+	}
+	_, err := c.execute(op, cmdSubflowDestroy, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(uint16(pmAttrToken), token)
+		addrNest{addr: local.Addr(), port: local.Port()}.nest(ae, pmAttrAddr)
+		addrNest{addr: remote.Addr(), port: remote.Port()}.nest(ae, pmAttrAddrRemote)
+	})
+	return err
+}
+
+// SetSubflowBackup sets or clears the backup flag of the subflow
+// local↔remote and tells the peer with MP_PRIO (SET_FLAGS with a token;
+// userspace path manager). local's port may be 0 to match any; remote's
+// port is required.
+// Errors: ErrNotFound, ErrUnknownToken, ErrWrongPathManager, ErrInvalid,
+// ErrPermission.
+func (c *Client) SetSubflowBackup(token uint32, local, remote netip.AddrPort, backup bool) error {
+	const op = "set subflow backup"
+	if !local.Addr().IsValid() || !remote.Addr().IsValid() || remote.Port() == 0 {
+		return invalidf(op, "local address and remote address and port are required, got %s and %s", local, remote)
+	}
+	var flags EndpointFlags
+	if backup {
+		flags = FlagBackup
+	}
+	_, err := c.execute(op, cmdSetFlags, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(uint16(pmAttrToken), token)
+		addrNest{addr: local.Addr(), port: local.Port(), flags: flags}.nest(ae, pmAttrAddr)
+		addrNest{addr: remote.Addr(), port: remote.Port()}.nest(ae, pmAttrAddrRemote)
+	})
+	return err
+}
