@@ -3,13 +3,13 @@ module github.com/mptcpd/mptcpd
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/mdlayher/genetlink v1.4.0
 	github.com/mdlayher/netlink v1.11.2
 	golang.org/x/sys v0.49.0
 )
 
 require (
-	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/mdlayher/socket v0.6.0 // indirect
 	golang.org/x/net v0.53.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect

@@ -111,11 +111,21 @@ func (c *Client) execute(op string, cmd command, flags netlink.HeaderFlags, enco
 // wrapNetlink converts an error of the netlink library into an *Error,
 // keeping the kernel's extended-ACK text.
 func wrapNetlink(op string, err error) error {
-	var oe *netlink.OpError
-	if errors.As(err, &oe) {
-		return newError(op, oe.Err, oe.Message)
+	// The errno sits in the innermost *netlink.OpError; the text may be on
+	// any of them when errors are wrapped on the way up.
+	var (
+		cause   = err
+		message string
+	)
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if oe, ok := e.(*netlink.OpError); ok {
+			cause = oe.Err
+			if message == "" {
+				message = oe.Message
+			}
+		}
 	}
-	return newError(op, err, "")
+	return newError(op, cause, message)
 }
 
 // Endpoints returns the in-kernel path manager's endpoints (GET_ADDR dump).
@@ -149,8 +159,8 @@ func (c *Client) AddEndpoint(ep Endpoint) (Endpoint, error) {
 	if ep.Flags&FlagImplicit != 0 {
 		return Endpoint{}, invalidf(op, "flag implicit is set by the kernel only")
 	}
-	if ep.IfIndex < 0 {
-		return Endpoint{}, invalidf(op, "interface index must not be negative, got %d", ep.IfIndex)
+	if err := checkIfIndex(op, ep.IfIndex); err != nil {
+		return Endpoint{}, err
 	}
 	n := addrNest{id: ep.ID, addr: ep.Addr, port: ep.Port, flags: ep.Flags, ifIndex: ep.IfIndex}
 	if _, err := c.execute(op, cmdAddAddr, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
@@ -322,6 +332,9 @@ func (c *Client) Announce(token uint32, addr Endpoint) error {
 	if !addr.Addr.IsValid() {
 		return invalidf(op, "local address is required")
 	}
+	if err := checkIfIndex(op, addr.IfIndex); err != nil {
+		return err
+	}
 	n := addrNest{id: addr.ID, addr: addr.Addr, port: addr.Port, flags: addr.Flags | FlagSignal, ifIndex: addr.IfIndex}
 	_, err := c.execute(op, cmdAnnounce, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
 		ae.Uint32(uint16(pmAttrToken), token)
@@ -356,6 +369,9 @@ func (c *Client) CreateSubflow(token uint32, local Endpoint, remote netip.AddrPo
 	}
 	if !remote.Addr().IsValid() || remote.Port() == 0 {
 		return invalidf(op, "remote address and port are required, got %s", remote)
+	}
+	if err := checkIfIndex(op, local.IfIndex); err != nil {
+		return err
 	}
 	n := addrNest{id: local.ID, addr: local.Addr, port: local.Port, flags: local.Flags, ifIndex: local.IfIndex}
 	_, err := c.execute(op, cmdSubflowCreate, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
@@ -404,4 +420,11 @@ func (c *Client) SetSubflowBackup(token uint32, local, remote netip.AddrPort, ba
 		addrNest{addr: remote.Addr(), port: remote.Port()}.nest(ae, pmAttrAddrRemote)
 	})
 	return err
+}
+
+func checkIfIndex(op string, ifIndex int32) error {
+	if ifIndex < 0 {
+		return invalidf(op, "interface index must not be negative, got %d", ifIndex)
+	}
+	return nil
 }

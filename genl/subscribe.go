@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mdlayher/genetlink"
@@ -59,14 +58,15 @@ func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
 // kernel dropped events (the subscription stays usable, but the caller must
 // resynchronise its view from the kernel).
 func (s *Subscription) Receive() ([]Event, error) {
+	if err := s.ctx.Err(); err != nil {
+		return nil, err
+	}
 	msgs, _, err := s.c.Receive()
 	if err != nil {
 		if ctxErr := s.ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
-		if errors.Is(err, syscall.ENOBUFS) {
-			return nil, &Error{Op: "receive events", Err: syscall.ENOBUFS, kinds: []error{ErrEventsLost}}
-		}
+		// ENOBUFS (the buffer overflowed) is classified as ErrEventsLost.
 		return nil, wrapNetlink("receive events", err)
 	}
 	events := make([]Event, 0, len(msgs))
