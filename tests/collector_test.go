@@ -63,7 +63,7 @@ func collect(t *testing.T, h *testbed.Host, c *genl.Client) *collector {
 // moves *from past it; it fails the test after the timeout.
 func (c *collector) wait(t *testing.T, from *int, what string, match func(genl.Event) bool) genl.Event {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(defaultWait)
 	for {
 		c.mu.Lock()
 		for i := *from; i < len(c.events); i++ {
@@ -82,7 +82,7 @@ func (c *collector) wait(t *testing.T, from *int, what string, match func(genl.E
 		select {
 		case <-notify:
 		case <-deadline:
-			t.Fatalf("host %s: no %s event within 5s; events so far:\n%s", c.host, what, c.dump())
+			t.Fatalf("host %s: no %s event within %s; events so far:\n%s", c.host, what, defaultWait, c.dump())
 		}
 	}
 }
@@ -114,3 +114,6 @@ func (c *collector) dump() string {
 func is(typ genl.EventType, token uint32) func(genl.Event) bool {
 	return func(ev genl.Event) bool { return ev.Type == typ && ev.Token == token }
 }
+
+// defaultWait bounds every wait for the kernel in these tests.
+const defaultWait = 5 * time.Second

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,8 +16,11 @@ import (
 // test.
 func echoServer(t *testing.T, ln net.Listener) {
 	t.Helper()
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
 	done := make(chan struct{})
-	conns := make(chan net.Conn, 16)
 	go func() {
 		defer close(done)
 		for {
@@ -24,7 +28,9 @@ func echoServer(t *testing.T, ln net.Listener) {
 			if err != nil {
 				return
 			}
-			conns <- c
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			go func() {
 				_, _ = io.Copy(c, c)
 				_ = c.Close()
@@ -34,8 +40,9 @@ func echoServer(t *testing.T, ln net.Listener) {
 	t.Cleanup(func() {
 		_ = ln.Close()
 		<-done
-		close(conns)
-		for c := range conns {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
 			_ = c.Close()
 		}
 	})

@@ -107,7 +107,8 @@ func sweep(t testing.TB) {
 		if _, err := os.Stat(filepath.Join("/proc", pidText)); err == nil {
 			continue // still running
 		}
-		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+		out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput()
+		if _, statErr := os.Stat(filepath.Join(netns.Dir, e.Name())); err != nil && statErr == nil {
 			t.Logf("removing stale namespace %s: %v: %s", e.Name(), err, out)
 		}
 	}
@@ -315,10 +316,44 @@ type Path struct {
 // ipv4Nets are the three IPv4 documentation networks (RFC 5737).
 var ipv4Nets = [...][3]byte{{192, 0, 2}, {198, 51, 100}, {203, 0, 113}}
 
-// Connect links a and b with a new path. Paths are numbered in the Bed;
-// path i uses the IPv4 network ipv4Nets[i%3], hosts .(1+16*(i/3)) on a and
-// .(2+16*(i/3)) on b within a /28, and 2001:db8:0:i::1 and ::2 /64.
+// Connect links a and b with a new path. Paths are numbered in the Bed,
+// each with its own networks (see plan); a gets the first host address of
+// each, b the second.
 func (b *Bed) Connect(a, c *Host) Path {
+	b.t.Helper()
+	p := b.link(a, c)
+	b.waitRunning(p)
+	return p
+}
+
+// Paths links a and b with n new paths.
+func (b *Bed) Paths(a, c *Host, n int) []Path {
+	b.t.Helper()
+	ps := make([]Path, n)
+	for i := range ps {
+		ps[i] = b.link(a, c)
+	}
+	b.waitRunning(ps...)
+	return ps
+}
+
+// plan returns the addresses of path i: the IPv4 network ipv4Nets[i%3],
+// hosts .(1+16*(i/3)) and .(2+16*(i/3)) of a /28, and 2001:db8:0:i::1 and
+// ::2 of a /64.
+func plan(i int) Path {
+	n := ipv4Nets[i%3]
+	host := byte(16 * (i / 3))
+	return Path{
+		Index: i,
+		A4:    netip.AddrFrom4([4]byte{n[0], n[1], n[2], host + 1}),
+		B4:    netip.AddrFrom4([4]byte{n[0], n[1], n[2], host + 2}),
+		A6:    netip.MustParseAddr(fmt.Sprintf("2001:db8:0:%x::1", i)),
+		B6:    netip.MustParseAddr(fmt.Sprintf("2001:db8:0:%x::2", i)),
+	}
+}
+
+// link creates path without waiting for it to be usable.
+func (b *Bed) link(a, c *Host) Path {
 	b.t.Helper()
 	b.mu.Lock()
 	i := b.paths
@@ -327,14 +362,9 @@ func (b *Bed) Connect(a, c *Host) Path {
 	if i >= 3*16 {
 		b.t.Fatalf("too many paths in one test bed (%d)", i+1)
 	}
-	p := Path{Index: i, A: a, B: c, AIf: fmt.Sprintf("p%d%s", i, c.Name), BIf: fmt.Sprintf("p%d%s", i, a.Name)}
-	p.AIf, p.BIf = ifName(p.AIf), ifName(p.BIf)
-	n := ipv4Nets[i%3]
-	host := byte(16 * (i / 3))
-	p.A4 = netip.AddrFrom4([4]byte{n[0], n[1], n[2], host + 1})
-	p.B4 = netip.AddrFrom4([4]byte{n[0], n[1], n[2], host + 2})
-	p.A6 = netip.MustParseAddr(fmt.Sprintf("2001:db8:0:%x::1", i))
-	p.B6 = netip.MustParseAddr(fmt.Sprintf("2001:db8:0:%x::2", i))
+	p := plan(i)
+	p.A, p.B = a, c
+	p.AIf, p.BIf = ifName(fmt.Sprintf("p%d%s", i, c.Name)), ifName(fmt.Sprintf("p%d%s", i, a.Name))
 
 	if out, err := exec.Command("ip", "link", "add", "name", p.AIf, "netns", a.NS, "type", "veth",
 		"peer", "name", p.BIf, "netns", c.NS).CombinedOutput(); err != nil {
@@ -363,14 +393,30 @@ func (b *Bed) Connect(a, c *Host) Path {
 	return p
 }
 
-// Paths links a and b with n new paths.
-func (b *Bed) Paths(a, c *Host, n int) []Path {
+// waitRunning waits for both ends of the paths to be running. The kernel
+// reports carrier changes with a delay of up to a second (linkwatch), and
+// until then IPv6 neighbour discovery on the link fails, so a test's first
+// connection would lose its SYN.
+func (b *Bed) waitRunning(paths ...Path) {
 	b.t.Helper()
-	ps := make([]Path, n)
-	for i := range ps {
-		ps[i] = b.Connect(a, c)
+	for _, p := range paths {
+		for _, end := range []struct {
+			h      *Host
+			ifName string
+		}{{p.A, p.AIf}, {p.B, p.BIf}} {
+			if err := WaitFor(5*time.Second, func() (bool, error) {
+				var running bool
+				err := end.h.Do(func() error {
+					ifi, err := net.InterfaceByName(end.ifName)
+					running = err == nil && ifi.Flags&net.FlagRunning != 0
+					return err
+				})
+				return running, err
+			}); err != nil {
+				b.t.Fatalf("host %s: interface %s not running: %v", end.h.Name, end.ifName, err)
+			}
+		}
 	}
-	return ps
 }
 
 // ifName shortens an interface name to the kernel's 15 bytes.

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mptcpd's tests and tools need and the machine
+# lacks: iproute2 (ip, to build test hosts and cross-check the kernel) and
+# util-linux. Needs root; does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+
+if ((${#need[@]} == 0)); then
+	exit 0
+fi
+if [[ $(id -u) != 0 ]]; then
+	echo "missing packages: ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
+	exit 1
+fi
+echo "installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs mptcpd's test suite: gofmt and go vet, then every test with the race
+# detector — unit tests, and, as root, the integration tests against the real
+# kernel in network namespaces they create and delete — then every benchmark
+# a few times to prove it still runs. Extra arguments go to `go test`
+# (e.g. -run TestUserspacePM -v).
+#
+# Without root the integration tests skip and say why. Under CI (CI set in
+# the environment) they fail instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) == 0 ]]; then
+	scripts/install-deps.sh
+fi
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [[ -n $unformatted ]]; then
+	printf 'gofmt would change:\n%s\n' "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+
+# Benchmarks first, a few iterations each, to prove they still run; the
+# test run closes the output.
+go test -run '^$' -bench . -benchtime 20x -count=1 -timeout 5m ./...
+go test -race -count=1 -timeout 8m "$@" ./...
