@@ -2,6 +2,7 @@ package tests
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -114,4 +115,30 @@ func wantErr(t *testing.T, what string, err error, sentinels ...error) {
 			t.Fatalf("%s: error %q does not match %q", what, err, s)
 		}
 	}
+}
+
+// forEachFamily runs fn as parallel subtests, once for IPv4 and once for IPv6.
+func forEachFamily(t *testing.T, fn func(t *testing.T, family int)) {
+	t.Helper()
+	for _, family := range []int{4, 6} {
+		t.Run(map[int]string{4: "ipv4", 6: "ipv6"}[family], func(t *testing.T) {
+			t.Parallel()
+			fn(t, family)
+		})
+	}
+}
+
+// echoListener opens an MPTCP echo server on the wildcard address of the
+// family (4 or 6) in host h and returns it with its port; it is closed at
+// the end of the test.
+func echoListener(t *testing.T, h *testbed.Host, family int) (net.Listener, uint16) {
+	t.Helper()
+	network := map[int]string{4: "tcp4", 6: "tcp6"}[family]
+	wildcard := map[int]string{4: "0.0.0.0:0", 6: "[::]:0"}[family]
+	ln, err := h.Listen(network, wildcard)
+	if err != nil {
+		t.Fatalf("listening in host %s: %v", h.Name, err)
+	}
+	echoServer(t, ln)
+	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
 }

@@ -16,12 +16,7 @@ import (
 // with a signal endpoint, and checks the events both hosts report.
 func TestKernelPMEventSequence(t *testing.T) {
 	t.Parallel()
-	for _, family := range []int{4, 6} {
-		t.Run(map[int]string{4: "ipv4", 6: "ipv6"}[family], func(t *testing.T) {
-			t.Parallel()
-			testKernelPMEventSequence(t, family)
-		})
-	}
+	forEachFamily(t, testKernelPMEventSequence)
 }
 
 func testKernelPMEventSequence(t *testing.T, family int) {
@@ -40,14 +35,7 @@ func testKernelPMEventSequence(t *testing.T, family int) {
 	}
 	cev, sev := collect(t, cli, cc), collect(t, srv, sc)
 
-	network := map[int]string{4: "tcp4", 6: "tcp6"}[family]
-	wildcard := map[int]string{4: "0.0.0.0:0", 6: "[::]:0"}[family]
-	ln, err := srv.Listen(network, wildcard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	echoServer(t, ln)
+	ln, port := echoListener(t, srv, family)
 
 	var si int
 	lc := sev.wait(t, &si, "listener_created", func(ev genl.Event) bool { return ev.Type == genl.EventListenerCreated })

@@ -82,18 +82,14 @@ func TestProbeAndSysctls(t *testing.T) {
 	if caps, _ := genl.Probe(inA); caps.Enabled {
 		t.Errorf("Probe().Enabled = true after SetEnabled(false)")
 	}
-	ln, err := b.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoServer(t, ln)
+	_, port := echoListener(t, b, 4)
 	var d net.Dialer
 	d.SetMultipathTCP(true)
 	var conn net.Conn
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.Do(func() error {
-		conn, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(path.B4, uint16(ln.Addr().(*net.TCPAddr).Port)).String())
+		conn, err = d.DialContext(ctx, "tcp", netip.AddrPortFrom(path.B4, port).String())
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -160,12 +156,8 @@ func TestEventsLost(t *testing.T) {
 	}
 	defer sub.Close()
 
-	ln, err := srv.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoServer(t, ln)
-	server := netip.AddrPortFrom(path.B4, uint16(ln.Addr().(*net.TCPAddr).Port))
+	_, port := echoListener(t, srv, 4)
+	server := netip.AddrPortFrom(path.B4, port)
 	dialClose := func(n int) {
 		t.Helper()
 		for range n {

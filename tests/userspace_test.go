@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -17,12 +16,7 @@ import (
 // tokens — checking what each host's kernel reports.
 func TestUserspacePM(t *testing.T) {
 	t.Parallel()
-	for _, family := range []int{4, 6} {
-		t.Run(map[int]string{4: "ipv4", 6: "ipv6"}[family], func(t *testing.T) {
-			t.Parallel()
-			testUserspacePM(t, family)
-		})
-	}
+	forEachFamily(t, testUserspacePM)
 }
 
 func testUserspacePM(t *testing.T, family int) {
@@ -40,14 +34,7 @@ func testUserspacePM(t *testing.T, family int) {
 	cc, sc := newClient(t, cli), newClient(t, srv)
 	cev, sev := collect(t, cli, cc), collect(t, srv, sc)
 
-	network := map[int]string{4: "tcp4", 6: "tcp6"}[family]
-	wildcard := map[int]string{4: "0.0.0.0:0", 6: "[::]:0"}[family]
-	ln, err := srv.Listen(network, wildcard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	echoServer(t, ln)
+	ln, port := echoListener(t, srv, family)
 	var ci, si int
 	if lc := sev.wait(t, &si, "listener_created", func(ev genl.Event) bool { return ev.Type == genl.EventListenerCreated }); lc.Local.Port() != port {
 		t.Errorf("listener_created = %v, want port %d", lc, port)
