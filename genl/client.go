@@ -42,7 +42,8 @@ type options struct {
 func WithNetNS(fd int) Option { return func(o *options) { o.netNS = fd } }
 
 // WithEventBuffer sets the socket receive buffer of event subscriptions, in
-// bytes (default 1 MiB). A larger buffer loses events less often under bursts.
+// bytes (default 1 MiB; without CAP_NET_ADMIN the kernel caps it at
+// net.core.rmem_max). A larger buffer loses events less often under bursts.
 func WithEventBuffer(bytes int) Option { return func(o *options) { o.eventBuffer = bytes } }
 
 func buildOptions(opts []Option) options {

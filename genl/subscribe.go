@@ -35,9 +35,7 @@ func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
 		return nil, wrapNetlink(op, err)
 	}
 	if c.opts.eventBuffer > 0 {
-		// Best effort: a smaller buffer only means events are lost sooner,
-		// which the caller is told about.
-		_ = conn.SetReadBuffer(c.opts.eventBuffer)
+		setReadBuffer(conn, c.opts.eventBuffer)
 	}
 	if err := conn.JoinGroup(c.events); err != nil {
 		_ = conn.Close()
