@@ -1,0 +1,7 @@
+//go:build !linux
+
+package genl
+
+import "github.com/mdlayher/genetlink"
+
+func setReadBuffer(c *genetlink.Conn, bytes int) { _ = c.SetReadBuffer(bytes) }
