@@ -1,0 +1,87 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// nsInode returns the inode of the network namespace open at fd (0: the
+// daemon's own), which names it for the lock and the ownership records.
+func nsInode(fd int) (uint64, error) {
+	var st unix.Stat_t
+	var err error
+	if fd == 0 {
+		err = unix.Stat("/proc/self/ns/net", &st)
+	} else {
+		err = unix.Fstat(fd, &st)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("identifying the network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// lockNamespace takes an exclusive lock that says "an mptcpd manages this
+// namespace". The lock is released when the process dies, however it dies.
+func lockNamespace(dir string, inode uint64, nsName string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating the state directory: %w", err)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("netns-%d.lock", inode))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening the namespace lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(path)
+		_ = f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another mptcpd (pid %s) already manages %s; stop it first (systemctl stop mptcpd) or give this one another namespace with --netns",
+				strings.TrimSpace(string(pid)), nsName)
+		}
+		return nil, fmt.Errorf("locking the namespace: %w", err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// otherPathManagers lists processes of other MPTCP path-manager daemons
+// (the mptcpd C daemon Debian ships as /usr/libexec/mptcpd) whose network
+// namespace is the one with the given inode.
+func otherPathManagers(inode uint64) []string {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := strconv.Itoa(os.Getpid())
+	var found []string
+	for _, e := range entries {
+		pid := e.Name()
+		if pid == self || pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+		if err != nil || !bytes.Equal(bytes.TrimSpace(comm), []byte("mptcpd")) {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", pid, "exe"))
+		if err != nil || !strings.HasPrefix(exe, "/usr/libexec/mptcpd") {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join("/proc", pid, "ns", "net"), &st) != nil || st.Ino != inode {
+			continue
+		}
+		found = append(found, fmt.Sprintf("%s (pid %s)", exe, pid))
+	}
+	return found
+}

@@ -1,0 +1,333 @@
+package pm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/mptcpd/mptcpd/config"
+	"github.com/mptcpd/mptcpd/genl"
+	"github.com/mptcpd/mptcpd/netmon"
+)
+
+// Kernel is what kernel mode needs of the kernel in one namespace.
+// *genl.Client provides the endpoint and limit methods; the path manager
+// selection is the namespace's net.mptcp sysctl.
+type Kernel interface {
+	Endpoints() ([]genl.Endpoint, error)
+	AddEndpoint(genl.Endpoint) (genl.Endpoint, error)
+	DeleteEndpoint(id uint8) error
+	SetEndpointFlags(id uint8, flags genl.EndpointFlags) error
+	Limits() (genl.Limits, error)
+	SetLimits(genl.Limits) error
+	PathManager() (string, error)
+	SetPathManager(string) error
+}
+
+// changeableFlags are the flags SET_FLAGS changes in place; a change of any
+// other flag, the port or the interface needs the endpoint deleted and added.
+const changeableFlags = genl.FlagBackup | genl.FlagFullmesh
+
+// Reconciler brings the in-kernel path manager of one namespace to what
+// the policy wants: desired state from the policy and the interfaces,
+// actual state from the kernel, the difference applied. It changes only
+// endpoints it owns, and says which it owns. Its methods are serialised.
+type Reconciler struct {
+	kernel Kernel
+	store  Store
+	log    *slog.Logger
+
+	mu sync.Mutex
+}
+
+// NewReconciler returns a Reconciler over kernel that records ownership in
+// store and logs each change it makes, with the reason, to log.
+func NewReconciler(kernel Kernel, store Store, log *slog.Logger) *Reconciler {
+	return &Reconciler{kernel: kernel, store: store, log: log}
+}
+
+// Result is what one reconcile found and did.
+type Result struct {
+	// Added, Removed and Changed are the endpoints this run added, removed
+	// and changed the flags of.
+	Added, Removed, Changed []genl.Endpoint
+	// Owned are the endpoints the daemon owns after the run; Foreign the
+	// endpoints others added (left alone).
+	Owned, Foreign []genl.Endpoint
+	// Skipped are addresses the policy did not make endpoints, with why.
+	Skipped []Skip
+	// Limits are the limits in the kernel after the run.
+	Limits genl.Limits
+}
+
+// Changes returns the number of changes made to the kernel.
+func (r Result) Changes() int { return len(r.Added) + len(r.Removed) + len(r.Changed) }
+
+// Reconcile applies the policy cfg to the interfaces in st. It first reads
+// the kernel's endpoints and the ownership records, so it is correct at
+// start, after lost events, after a reload and after a crash alike. Errors
+// of single changes are collected; the rest of the run goes on.
+func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	var res Result
+	own, ours, foreign, err := r.read()
+	if err != nil {
+		return res, err
+	}
+	res.Foreign = foreign
+
+	wants, skipped := Desired(cfg, st)
+	// A foreign endpoint with the same address and port stays as it is.
+	foreignKeys := make(map[addrKey]genl.Endpoint, len(foreign))
+	for _, ep := range foreign {
+		foreignKeys[keyOf(ep)] = ep
+	}
+	wants = slices.DeleteFunc(wants, func(w Want) bool {
+		ep, clash := foreignKeys[w.key()]
+		if clash {
+			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
+				Reason: fmt.Sprintf("endpoint id %d with this address was added by someone else; left alone", ep.ID)})
+		}
+		return clash
+	})
+	if room := MaxEndpoints - len(foreign); len(wants) > room {
+		for _, w := range wants[max(room, 0):] {
+			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
+				Reason: fmt.Sprintf("over the kernel's limit of %d endpoints (%d foreign); raise its rule's preference to prefer it", MaxEndpoints, len(foreign))})
+		}
+		wants = wants[:max(room, 0)]
+	}
+	res.Skipped = skipped
+	why := make(map[netip.Addr]string, len(skipped))
+	for _, s := range skipped {
+		why[s.Addr] = s.Reason
+	}
+
+	var errs []error
+	wantByKey := make(map[addrKey]Want, len(wants))
+	for _, w := range wants {
+		wantByKey[w.key()] = w
+	}
+	// Remove and replace first: that frees room for the adds.
+	var kept []genl.Endpoint
+	for _, ep := range ours {
+		w, wanted := wantByKey[keyOf(ep)]
+		switch {
+		case !wanted:
+			reason, ok := why[ep.Addr]
+			if !ok {
+				reason = "address no longer on any interface"
+			}
+			if err := r.remove(&own, ep, reason); err != nil {
+				errs = append(errs, err)
+				kept = append(kept, ep)
+				continue
+			}
+			res.Removed = append(res.Removed, ep)
+		case ep.IfIndex != w.IfIndex || ep.Flags&^changeableFlags != w.Flags&^changeableFlags:
+			if err := r.remove(&own, ep, fmt.Sprintf("rule %s now wants flags %s on interface %s; replacing it", w.Rule, w.Flags, w.Interface)); err != nil {
+				errs = append(errs, err)
+				kept = append(kept, ep)
+				delete(wantByKey, keyOf(ep))
+				continue
+			}
+			res.Removed = append(res.Removed, ep)
+		case ep.Flags != w.Flags:
+			if err := r.kernel.SetEndpointFlags(ep.ID, w.Flags); err != nil {
+				errs = append(errs, fmt.Errorf("changing the flags of endpoint %d (%s): %w", ep.ID, ep.Addr, err))
+			} else {
+				r.log.Info("endpoint changed", "id", ep.ID, "addr", ep.Addr, "from", ep.Flags.String(), "to", w.Flags.String(),
+					"interface", w.Interface, "rule", w.Rule, "reason", "rule flags changed")
+				ep.Flags = w.Flags
+				res.Changed = append(res.Changed, ep)
+			}
+			kept = append(kept, ep)
+			delete(wantByKey, keyOf(ep))
+		default:
+			kept = append(kept, ep)
+			delete(wantByKey, keyOf(ep))
+		}
+	}
+	for _, w := range wants {
+		if _, missing := wantByKey[w.key()]; !missing {
+			continue
+		}
+		ep, err := r.add(&own, w)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Added = append(res.Added, ep)
+		kept = append(kept, ep)
+	}
+	slices.SortFunc(kept, func(a, b genl.Endpoint) int { return int(a.ID) - int(b.ID) })
+	res.Owned = kept
+
+	limits, err := r.applyLimits(&own, DesiredLimits(cfg, wants))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	res.Limits = limits
+	return res, errors.Join(errs...)
+}
+
+// read loads the ownership records and the kernel's endpoints and splits
+// the endpoints into ours and foreign; records of endpoints that are gone
+// are dropped.
+func (r *Reconciler) read() (own Ownership, ours, foreign []genl.Endpoint, err error) {
+	own, err = r.store.Load()
+	if err != nil {
+		return own, nil, nil, err
+	}
+	actual, err := r.kernel.Endpoints()
+	if err != nil {
+		return own, nil, nil, fmt.Errorf("reading the kernel's endpoints: %w", err)
+	}
+	records := own.Endpoints
+	own.Endpoints = nil
+	for _, ep := range actual {
+		i := slices.IndexFunc(records, func(o OwnedEndpoint) bool { return o.Matches(ep) })
+		if i < 0 {
+			foreign = append(foreign, ep)
+			continue
+		}
+		ours = append(ours, ep)
+		own.Endpoints = append(own.Endpoints, OwnedEndpoint{ID: ep.ID, Addr: ep.Addr, Port: ep.Port})
+		records = slices.Delete(records, i, i+1)
+	}
+	if len(records) > 0 {
+		// Gone while we were not looking (deleted by hand, or the add never
+		// happened): forget them.
+		if err := r.store.Save(own); err != nil {
+			return own, nil, nil, err
+		}
+	}
+	return own, ours, foreign, nil
+}
+
+func (r *Reconciler) add(own *Ownership, w Want) (genl.Endpoint, error) {
+	// Record the intent first: if the daemon dies right after the kernel
+	// added the endpoint, the record still claims it.
+	own.Endpoints = append(own.Endpoints, OwnedEndpoint{Addr: w.Addr, Port: w.Port})
+	if err := r.store.Save(*own); err != nil {
+		own.Endpoints = own.Endpoints[:len(own.Endpoints)-1]
+		return genl.Endpoint{}, err
+	}
+	ep, err := r.kernel.AddEndpoint(w.Endpoint())
+	if err != nil {
+		own.Endpoints = own.Endpoints[:len(own.Endpoints)-1]
+		return genl.Endpoint{}, errors.Join(fmt.Errorf("adding endpoint %s on %s: %w", w.Addr, w.Interface, err), r.store.Save(*own))
+	}
+	own.Endpoints[len(own.Endpoints)-1].ID = ep.ID
+	r.log.Info("endpoint added", "id", ep.ID, "addr", ep.Addr, "port", ep.Port, "flags", ep.Flags.String(),
+		"interface", w.Interface, "rule", w.Rule, "reason", "address on an interface the policy selects")
+	return ep, r.store.Save(*own)
+}
+
+func (r *Reconciler) remove(own *Ownership, ep genl.Endpoint, reason string) error {
+	if err := r.kernel.DeleteEndpoint(ep.ID); err != nil && !errors.Is(err, genl.ErrNotFound) {
+		return fmt.Errorf("removing endpoint %d (%s): %w", ep.ID, ep.Addr, err)
+	}
+	own.Endpoints = slices.DeleteFunc(own.Endpoints, func(o OwnedEndpoint) bool { return o.Matches(ep) })
+	r.log.Info("endpoint removed", "id", ep.ID, "addr", ep.Addr, "port", ep.Port, "flags", ep.Flags.String(), "reason", reason)
+	return r.store.Save(*own)
+}
+
+func (r *Reconciler) applyLimits(own *Ownership, want genl.Limits) (genl.Limits, error) {
+	cur, err := r.kernel.Limits()
+	if err != nil {
+		return cur, fmt.Errorf("reading the kernel's limits: %w", err)
+	}
+	if cur == want {
+		return cur, nil
+	}
+	if own.LimitsBefore == nil {
+		before := cur
+		own.LimitsBefore = &before
+		if err := r.store.Save(*own); err != nil {
+			return cur, err
+		}
+	}
+	if err := r.kernel.SetLimits(want); err != nil {
+		return cur, fmt.Errorf("setting limits to subflows %d add_addr_accepted %d: %w", want.Subflows, want.AddAddrAccepted, err)
+	}
+	r.log.Info("limits set", "subflows", want.Subflows, "add_addr_accepted", want.AddAddrAccepted,
+		"from_subflows", cur.Subflows, "from_add_addr_accepted", cur.AddAddrAccepted, "reason", "policy")
+	return want, nil
+}
+
+// SelectPathManager sets the namespace's path manager, remembering the one
+// it found the first time so Release can put it back.
+func (r *Reconciler) SelectPathManager(pm string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur, err := r.kernel.PathManager()
+	if err != nil {
+		return fmt.Errorf("reading the path manager: %w", err)
+	}
+	if cur == pm {
+		return nil
+	}
+	own, err := r.store.Load()
+	if err != nil {
+		return err
+	}
+	if own.PathManagerBefore == "" {
+		own.PathManagerBefore = cur
+		if err := r.store.Save(own); err != nil {
+			return err
+		}
+	}
+	if err := r.kernel.SetPathManager(pm); err != nil {
+		return fmt.Errorf("selecting the %s path manager: %w", pm, err)
+	}
+	r.log.Info("path manager selected", "path_manager", pm, "from", cur, "reason", "mode")
+	return nil
+}
+
+// Release removes every endpoint the daemon owns and puts back the limits
+// and path manager it found, unless keep is set; then the records are
+// cleared. It is what a clean exit does.
+func (r *Reconciler) Release(keepEndpoints, keepPathManager bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	own, ours, _, err := r.read()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if !keepEndpoints {
+		for _, ep := range ours {
+			if err := r.remove(&own, ep, "daemon stopping"); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if own.LimitsBefore != nil {
+			if err := r.kernel.SetLimits(*own.LimitsBefore); err != nil {
+				errs = append(errs, fmt.Errorf("restoring limits: %w", err))
+			} else {
+				r.log.Info("limits restored", "subflows", own.LimitsBefore.Subflows, "add_addr_accepted", own.LimitsBefore.AddAddrAccepted, "reason", "daemon stopping")
+				own.LimitsBefore = nil
+			}
+		}
+	}
+	if !keepPathManager && own.PathManagerBefore != "" {
+		if err := r.kernel.SetPathManager(own.PathManagerBefore); err != nil {
+			errs = append(errs, fmt.Errorf("restoring the path manager: %w", err))
+		} else {
+			r.log.Info("path manager restored", "path_manager", own.PathManagerBefore, "reason", "daemon stopping")
+			own.PathManagerBefore = ""
+		}
+	}
+	if keepEndpoints {
+		// Kept endpoints are left to whoever comes next: stop claiming them.
+		own = Ownership{PathManagerBefore: own.PathManagerBefore}
+	}
+	errs = append(errs, r.store.Save(own))
+	return errors.Join(errs...)
+}
