@@ -1,0 +1,325 @@
+package tests
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mptcpd/mptcpd/genl"
+	"github.com/mptcpd/mptcpd/tests/testbed"
+)
+
+// buildDaemon builds cmd/mptcpd into a temporary directory.
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "mptcpd")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/mptcpd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building mptcpd: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// daemonProc is a running mptcpd with a notify socket standing in for
+// systemd.
+type daemonProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	states chan string
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonProc{t: t, log: &syncBuffer{}, states: make(chan string, 64), done: make(chan error, 1)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(buf[:n])), "\n") {
+				d.states <- line
+			}
+		}
+	}()
+	d.cmd = exec.Command(bin, args...)
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+		_ = conn.Close()
+		if t.Failed() {
+			t.Logf("mptcpd log:\n%s", d.log.String())
+		}
+	})
+	return d
+}
+
+// waitState waits for the daemon to send a notify state.
+func (d *daemonProc) waitState(state string) {
+	d.t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case s := <-d.states:
+			if s == state {
+				return
+			}
+		case err := <-d.done:
+			d.done <- err
+			d.t.Fatalf("mptcpd exited (%v) before sending %s; log:\n%s", err, state, d.log.String())
+		case <-timeout:
+			d.t.Fatalf("mptcpd sent no %s within 15s; log:\n%s", state, d.log.String())
+		}
+	}
+}
+
+// wait waits for the daemon to exit and returns its error.
+func (d *daemonProc) wait() error {
+	d.t.Helper()
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return err
+	case <-time.After(20 * time.Second):
+		d.t.Fatalf("mptcpd did not exit within 20s; log:\n%s", d.log.String())
+		return nil
+	}
+}
+
+// endpointSet lists a host's endpoints as "addr flags" strings (with the ID
+// when withID), sorted, as `ip mptcp endpoint show` reports them.
+func endpointSet(t *testing.T, h *testbed.Host, withID bool) []string {
+	t.Helper()
+	var out []string
+	for _, ep := range ipEndpoints(t, h) {
+		s := fmt.Sprintf("%s %s", ep.Addr, ep.Flags)
+		if withID {
+			s = fmt.Sprintf("%d %s", ep.ID, s)
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitEndpoints(t *testing.T, h *testbed.Host, what string, want []string) {
+	t.Helper()
+	slices.Sort(want)
+	var got []string
+	err := testbed.WaitFor(10*time.Second, func() (bool, error) {
+		got = endpointSet(t, h, false)
+		return slices.Equal(got, want), nil
+	})
+	if err != nil {
+		t.Fatalf("%s: endpoints %q, want %q", what, got, want)
+	}
+}
+
+// TestDaemonKernelMode runs the mptcpd binary on a test host and checks,
+// through `ip mptcp`, that the kernel's endpoints follow the host's
+// addresses and links, that foreign endpoints are left alone, that a kill
+// -9 and restart leaves no duplicates or orphans, that a reload applies a
+// changed rule in place, and that a clean stop removes exactly what the
+// daemon added.
+func TestDaemonKernelMode(t *testing.T) {
+	t.Parallel()
+	bin := buildDaemon(t)
+	bed := testbed.New(t)
+	h, peer := bed.Host("h"), bed.Host("peer")
+	paths := bed.Paths(h, peer, 2)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mptcpd.toml")
+	writeConf := func(flags string) {
+		t.Helper()
+		text := fmt.Sprintf(`state_dir = %q
+[log]
+level = "debug"
+[[rule]]
+name = "test paths"
+interfaces = ["p*"]
+kinds = ["veth"]
+flags = [%s]
+`, filepath.Join(dir, "state"), flags)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConf(`"subflow"`)
+
+	// A foreign endpoint, added before the daemon starts.
+	h.MustIP("mptcp", "endpoint", "add", "192.0.2.200", "id", "50", "signal")
+	foreign := "192.0.2.200 signal"
+	limitsBefore := ipLimits(t, h)
+
+	d := startDaemon(t, bin, "--config", conf, "--netns", h.NS)
+	d.waitState("READY=1")
+	// Ready means reconciled: the endpoints are there already.
+	want := []string{foreign}
+	for _, p := range paths {
+		want = append(want, p.A4.String()+" subflow", p.A6.String()+" subflow")
+	}
+	slices.Sort(want)
+	if got := endpointSet(t, h, false); !slices.Equal(got, want) {
+		t.Fatalf("at READY=1 the endpoints are %q, want %q", got, want)
+	}
+	if l := ipLimits(t, h); l != (genl.Limits{Subflows: 4, AddAddrAccepted: 4}) {
+		t.Errorf("limits = %+v, want the auto limits subflows 4 add_addr_accepted 4", l)
+	}
+
+	// An address appears and goes.
+	h.MustIP("addr", "add", "203.0.113.50/24", "dev", paths[0].AIf)
+	waitEndpoints(t, h, "after adding 203.0.113.50", append(slices.Clone(want), "203.0.113.50 subflow"))
+	h.MustIP("addr", "del", "203.0.113.50/24", "dev", paths[0].AIf)
+	waitEndpoints(t, h, "after removing 203.0.113.50", want)
+
+	// Carrier lost on path 1 (the peer's end goes down): its endpoints go,
+	// and come back with the carrier.
+	peer.MustIP("link", "set", paths[1].BIf, "down")
+	without := slices.DeleteFunc(slices.Clone(want), func(s string) bool {
+		return strings.HasPrefix(s, paths[1].A4.String()+" ") || strings.HasPrefix(s, paths[1].A6.String()+" ")
+	})
+	waitEndpoints(t, h, "after carrier loss on path 1", without)
+	peer.MustIP("link", "set", paths[1].BIf, "up")
+	waitEndpoints(t, h, "after carrier back on path 1", want)
+
+	// kill -9 and restart: the same endpoints with the same IDs, no
+	// duplicates, the foreign one untouched.
+	withIDs := endpointSet(t, h, true)
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.wait()
+	d = startDaemon(t, bin, "--config", conf, "--netns", h.NS)
+	d.waitState("READY=1")
+	if got := endpointSet(t, h, true); !slices.Equal(got, withIDs) {
+		t.Fatalf("after kill -9 and restart endpoints are %q, want %q unchanged", got, withIDs)
+	}
+	if !strings.Contains(d.log.String(), "foreign=1") {
+		t.Errorf("the restarted daemon does not report one foreign endpoint; log:\n%s", d.log.String())
+	}
+
+	// A second daemon on the same namespace is refused.
+	second := startDaemon(t, bin, "--config", conf, "--netns", h.NS)
+	if err := second.wait(); err == nil || !strings.Contains(second.log.String(), "already manages") {
+		t.Errorf("a second mptcpd on the same namespace: %v, log %q; want a refusal", err, second.log.String())
+	}
+
+	// Reload with backup added: the endpoints change in place (same IDs).
+	writeConf(`"subflow", "backup"`)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.waitState("RELOADING=1")
+	d.waitState("READY=1")
+	var backup []string
+	for _, s := range withIDs {
+		if !strings.Contains(s, foreign) {
+			s += ",backup"
+		}
+		backup = append(backup, s)
+	}
+	if got := endpointSet(t, h, true); !slices.Equal(got, backup) {
+		t.Errorf("after reload with backup, endpoints are %q, want %q", got, backup)
+	}
+
+	// A reload with a broken file is refused and changes nothing.
+	if err := os.WriteFile(conf, []byte("mode = \"kernel\"\n[[rule]]\nflags = [\"sigal\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.waitState("READY=1")
+	if got := endpointSet(t, h, true); !slices.Equal(got, backup) {
+		t.Errorf("a refused reload changed the endpoints to %q", got)
+	}
+	if !strings.Contains(d.log.String(), "rule[1].flags") {
+		t.Errorf("the refused reload's log does not name the bad key; log:\n%s", d.log.String())
+	}
+
+	// Clean stop: ours removed, the foreign one kept, the limits restored.
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d.waitState("STOPPING=1")
+	if err := d.wait(); err != nil {
+		t.Fatalf("mptcpd exited with %v after SIGTERM", err)
+	}
+	if got := endpointSet(t, h, false); !slices.Equal(got, []string{foreign}) {
+		t.Errorf("after stop the endpoints are %q, want only the foreign %q", got, foreign)
+	}
+	if l := ipLimits(t, h); l != limitsBefore {
+		t.Errorf("after stop the limits are %+v, want %+v restored", l, limitsBefore)
+	}
+}
+
+// TestDaemonConfigErrors checks that configuration errors stop the daemon
+// at once with a message naming the key and line.
+func TestDaemonConfigErrors(t *testing.T) {
+	t.Parallel()
+	bin := buildDaemon(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		text, want string
+	}{
+		{"mode = \"kernel\"\nbogus = 1\n", ":2: bogus: unknown key"},
+		{"[limits]\nsubflows = 9\n", ":2: limits.subflows"},
+		{"mode = \"userspace\"\n", "not available in this version"},
+	} {
+		conf := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(conf, []byte(tc.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "--check", "--config", conf).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || !strings.Contains(string(out), tc.want) {
+			t.Errorf("mptcpd --check on %q: %v, %q; want a failure saying %q", tc.text, err, out, tc.want)
+		}
+	}
+	if out, err := exec.Command(bin, "--check", "--config", "../systemd/mptcpd.toml").CombinedOutput(); err != nil {
+		t.Errorf("mptcpd --check on the default configuration: %v, %s", err, out)
+	}
+}
