@@ -26,6 +26,9 @@ import (
 type Options struct {
 	// ConfigPath is the configuration file.
 	ConfigPath string
+	// Config, if set, is the configuration already loaded from ConfigPath
+	// (with LoadConfig); Run loads it otherwise.
+	Config *config.Config
 	// NetNS, if set, overrides the configuration's netns.
 	NetNS string
 	// Reload delivers a value for each reload request (SIGHUP).
@@ -68,9 +71,12 @@ func LoadConfig(opts Options) (*config.Config, error) {
 // the configuration says to keep it) and returns.
 func Run(ctx context.Context, opts Options) error {
 	log := opts.Log
-	cfg, err := LoadConfig(opts)
-	if err != nil {
-		return err
+	cfg := opts.Config
+	if cfg == nil {
+		var err error
+		if cfg, err = LoadConfig(opts); err != nil {
+			return err
+		}
 	}
 	setLevel(opts.LogLevel, cfg)
 
@@ -115,6 +121,10 @@ func Run(ctx context.Context, opts Options) error {
 	rec := pm.NewReconciler(kernel{client, nsfd}, pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}, log)
 	if !caps.Enabled {
 		log.Warn("MPTCP is disabled in this namespace (net.mptcp.enabled = 0): endpoints are kept, but applications get plain TCP")
+	}
+	if networkManagerIn(inode) {
+		rec.DeferTo("NetworkManager")
+		log.Info("NetworkManager runs in this namespace: interfaces on which it has MPTCP endpoints are left to it")
 	}
 	if err := rec.SelectPathManager(genl.PathManagerKernel); err != nil {
 		return err

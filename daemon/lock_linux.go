@@ -58,6 +58,20 @@ func lockNamespace(dir string, inode uint64, nsName string) (*os.File, error) {
 // (the mptcpd C daemon Debian ships as /usr/libexec/mptcpd) whose network
 // namespace is the one with the given inode.
 func otherPathManagers(inode uint64) []string {
+	return processesIn(inode, "mptcpd", func(exe string) bool { return strings.HasPrefix(exe, "/usr/libexec/mptcpd") })
+}
+
+// networkManagerIn reports whether NetworkManager runs in the network
+// namespace with the given inode.
+func networkManagerIn(inode uint64) bool {
+	return len(processesIn(inode, "NetworkManager", nil)) > 0
+}
+
+// processesIn lists processes named comm (and, if exeOK is set, whose
+// executable it accepts) in the network namespace with the given inode,
+// as "exe (pid N)". Processes whose namespace cannot be read (another
+// user's, without privileges) are left out.
+func processesIn(inode uint64, comm string, exeOK func(string) bool) []string {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -69,12 +83,12 @@ func otherPathManagers(inode uint64) []string {
 		if pid == self || pid[0] < '0' || pid[0] > '9' {
 			continue
 		}
-		comm, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
-		if err != nil || !bytes.Equal(bytes.TrimSpace(comm), []byte("mptcpd")) {
+		c, err := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+		if err != nil || !bytes.Equal(bytes.TrimSpace(c), []byte(comm)) {
 			continue
 		}
-		exe, err := os.Readlink(filepath.Join("/proc", pid, "exe"))
-		if err != nil || !strings.HasPrefix(exe, "/usr/libexec/mptcpd") {
+		exe, _ := os.Readlink(filepath.Join("/proc", pid, "exe"))
+		if exeOK != nil && !exeOK(exe) {
 			continue
 		}
 		var st unix.Stat_t

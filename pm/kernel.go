@@ -41,6 +41,19 @@ type Reconciler struct {
 	log    *slog.Logger
 
 	mu sync.Mutex
+	// deferTo, if set, names a manager of other endpoints (NetworkManager)
+	// whose interfaces are left to it: an interface with a foreign endpoint
+	// on it gets none of ours.
+	deferTo string
+}
+
+// DeferTo makes the reconciler leave every interface that carries a
+// foreign endpoint to manager (e.g. "NetworkManager"), so the two do not
+// fight over it. Empty turns it off.
+func (r *Reconciler) DeferTo(manager string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deferTo = manager
 }
 
 // NewReconciler returns a Reconciler over kernel that records ownership in
@@ -95,6 +108,17 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 		}
 		return clash
 	})
+	if r.deferTo != "" {
+		managed := foreignInterfaces(foreign, st)
+		wants = slices.DeleteFunc(wants, func(w Want) bool {
+			if managed[int(w.IfIndex)] {
+				skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
+					Reason: fmt.Sprintf("%s manages MPTCP endpoints on interface %s; left to it", r.deferTo, w.Interface)})
+				return true
+			}
+			return false
+		})
+	}
 	if room := MaxEndpoints - len(foreign); len(wants) > room {
 		for _, w := range wants[max(room, 0):] {
 			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
@@ -330,4 +354,22 @@ func (r *Reconciler) Release(keepEndpoints, keepPathManager bool) error {
 	}
 	errs = append(errs, r.store.Save(own))
 	return errors.Join(errs...)
+}
+
+// foreignInterfaces returns the indexes of the interfaces foreign endpoints
+// are on: bound to them, or holding their address.
+func foreignInterfaces(foreign []genl.Endpoint, st netmon.State) map[int]bool {
+	managed := make(map[int]bool)
+	for _, ep := range foreign {
+		if ep.IfIndex != 0 {
+			managed[int(ep.IfIndex)] = true
+			continue
+		}
+		for _, a := range st.Addrs {
+			if a.Prefix.Addr() == ep.Addr {
+				managed[a.Index] = true
+			}
+		}
+	}
+	return managed
 }

@@ -388,3 +388,39 @@ func TestRelease(t *testing.T) {
 		})
 	}
 }
+
+// TestReconcileDefersToNetworkManager: with DeferTo set, an interface that
+// carries a foreign endpoint (bound to it, or holding its address) gets
+// none of ours, and ours already there are withdrawn from it.
+func TestReconcileDefersToNetworkManager(t *testing.T) {
+	k := newFakeKernel()
+	r, _ := newTestReconciler(t, k)
+	cfg := parseConfig(t, twoRules)
+	h := newHost().
+		link(2, "wlan0", netmon.KindPhysical, "192.0.2.10/24", "192.0.2.11/24").
+		link(3, "wlan1", netmon.KindPhysical, "198.51.100.10/24").
+		link(4, "wwan0", netmon.KindWWAN, "203.0.113.4/24")
+	if _, err := r.Reconcile(cfg, h.st); err != nil {
+		t.Fatal(err)
+	}
+	// NetworkManager puts its endpoints on wlan0 (by address) and wlan1
+	// (bound to the device).
+	k.eps = slices.DeleteFunc(k.eps, func(e genl.Endpoint) bool { return e.Addr == netip.MustParseAddr("192.0.2.10") })
+	k.eps = append(k.eps,
+		genl.Endpoint{ID: 100, Addr: netip.MustParseAddr("192.0.2.10"), Flags: genl.FlagSubflow},
+		genl.Endpoint{ID: 101, Addr: netip.MustParseAddr("2001:db8::1"), Flags: genl.FlagSubflow, IfIndex: 3})
+	r.DeferTo("NetworkManager")
+	res, err := r.Reconcile(cfg, h.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"192.0.2.10 subflow", "2001:db8::1 subflow", "203.0.113.4 subflow,backup"}
+	if got := k.addrs(); !slices.Equal(got, want) {
+		t.Errorf("endpoints = %v, want %v: NetworkManager's, and ours only on wwan0", got, want)
+	}
+	if !slices.ContainsFunc(res.Skipped, func(s Skip) bool {
+		return s.Interface == "wlan1" && strings.Contains(s.Reason, "NetworkManager manages")
+	}) {
+		t.Errorf("wlan1 not reported as left to NetworkManager: %+v", res.Skipped)
+	}
+}

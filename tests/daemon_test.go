@@ -59,6 +59,12 @@ func (s *syncBuffer) String() string {
 
 func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
 	t.Helper()
+	return startDaemonEnv(t, bin, nil, args...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables.
+func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *daemonProc {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -78,7 +84,7 @@ func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
 		}
 	}()
 	d.cmd = exec.Command(bin, args...)
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -322,4 +328,53 @@ func TestDaemonConfigErrors(t *testing.T) {
 	if out, err := exec.Command(bin, "--check", "--config", "../systemd/mptcpd.toml").CombinedOutput(); err != nil {
 		t.Errorf("mptcpd --check on the default configuration: %v, %s", err, out)
 	}
+}
+
+// TestDaemonDefersToNetworkManager: with NetworkManager running in the
+// namespace, an interface on which it has put an MPTCP endpoint is left to
+// it. (A copy of sleep named NetworkManager stands in for it: the daemon
+// knows it by its process name and namespace.) Also checks that the
+// daemon feeds the systemd watchdog when asked to.
+func TestDaemonDefersToNetworkManager(t *testing.T) {
+	t.Parallel()
+	bin := buildDaemon(t)
+	bed := testbed.New(t)
+	h, peer := bed.Host("h"), bed.Host("peer")
+	paths := bed.Paths(h, peer, 2)
+	dir := t.TempDir()
+
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nm := filepath.Join(dir, "NetworkManager")
+	if err := copyFile(sleep, nm); err != nil {
+		t.Fatal(err)
+	}
+	nmCmd := exec.Command(nm, "120")
+	if err := h.Start(nmCmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = nmCmd.Process.Kill()
+		_ = nmCmd.Wait()
+	})
+	h.MustIP("mptcp", "endpoint", "add", "192.0.2.222", "dev", paths[1].AIf, "subflow")
+
+	conf := filepath.Join(dir, "mptcpd.toml")
+	text := fmt.Sprintf("state_dir = %q\n[[rule]]\ninterfaces = [\"p*\"]\nflags = [\"subflow\"]\n", filepath.Join(dir, "state"))
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemonEnv(t, bin, []string{"WATCHDOG_USEC=300000"}, "--config", conf, "--netns", h.NS)
+	d.waitState("READY=1")
+	want := []string{"192.0.2.222 subflow", paths[0].A4.String() + " subflow", paths[0].A6.String() + " subflow"}
+	slices.Sort(want)
+	if got := endpointSet(t, h, false); !slices.Equal(got, want) {
+		t.Errorf("endpoints %q, want %q: none of ours on %s, which NetworkManager manages", got, want, paths[1].AIf)
+	}
+	if !strings.Contains(d.log.String(), "NetworkManager runs in this namespace") {
+		t.Errorf("the daemon does not say it saw NetworkManager; log:\n%s", d.log.String())
+	}
+	d.waitState("WATCHDOG=1")
 }

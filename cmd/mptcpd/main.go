@@ -12,11 +12,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/mptcpd/mptcpd/config"
 	"github.com/mptcpd/mptcpd/daemon"
 )
-
-// defaultConfig is where the packaged unit expects the configuration.
-const defaultConfig = "/etc/mptcpd/mptcpd.toml"
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stderr); err != nil {
@@ -28,7 +26,7 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mptcpd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", defaultConfig, "configuration `file`")
+	configPath := fs.String("config", config.DefaultPath, "configuration `file`")
 	nsName := fs.String("netns", "", "manage the named network namespace (as `ip netns` names it) instead of mptcpd's own")
 	check := fs.Bool("check", false, "validate the configuration file and exit")
 	if err := fs.Parse(args); err != nil {
@@ -57,7 +55,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.Log.Format == "json" {
 		handler = slog.NewJSONHandler(stderr, hopts)
 	}
-	opts.Log, opts.LogLevel = slog.New(handler), level
+	opts.Config, opts.Log, opts.LogLevel = cfg, slog.New(handler), level
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
