@@ -586,20 +586,7 @@ func TestRunStops(t *testing.T) {
 	time.Sleep(10 * time.Millisecond) // a debounce is pending
 	start := time.Now()
 	cancel()
-	select {
-	case err := <-runc:
-		if err != nil {
-			t.Errorf("Run = %v after cancel, want nil", err)
-		}
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("Run returned %s after cancel, want < 1s", d)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5s of cancel")
-	}
-	if pumpRunning() {
-		t.Error("the pump goroutine outlived Run")
-	}
+	wantRunStopped(t, start, runc)
 	if err := m.Close(); err != nil {
 		t.Errorf("Close = %v", err)
 	}

@@ -701,20 +701,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	send(t, src, nil) // a debounce timer is pending
 	start := time.Now()
 	cancel()
-	select {
-	case err := <-runc:
-		if err != nil {
-			t.Errorf("Run = %v after cancel, want nil", err)
-		}
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("Run took %s to return after cancel", d)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5s of cancel")
-	}
-	if pumpRunning() {
-		t.Error("the pump goroutine outlived Run")
-	}
+	wantRunStopped(t, start, runc)
 	// Run again: the past deadline of the first run must not stop it.
 	ctx, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
@@ -767,5 +754,25 @@ func TestRunTwice(t *testing.T) {
 	send(t, src, nil) // the first Run is running
 	if err := m.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second concurrent Run = %v, want an error", err)
+	}
+}
+
+// wantRunStopped checks that Run, cancelled at start, returned nil within a
+// second and left no pump goroutine behind.
+func wantRunStopped(t *testing.T, start time.Time, runc <-chan error) {
+	t.Helper()
+	select {
+	case err := <-runc:
+		if err != nil {
+			t.Errorf("Run = %v after cancel, want nil", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("Run returned %s after cancel, want < 1s", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of cancel")
+	}
+	if pumpRunning() {
+		t.Error("the pump goroutine outlived Run")
 	}
 }
