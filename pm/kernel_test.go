@@ -424,3 +424,39 @@ func TestReconcileDefersToNetworkManager(t *testing.T) {
 		t.Errorf("wlan1 not reported as left to NetworkManager: %+v", res.Skipped)
 	}
 }
+
+// TestDesiredFilters: the address filters and route requirement of the
+// configuration decide which addresses of a matching interface are used.
+func TestDesiredFilters(t *testing.T) {
+	h := newHost().link(2, "wlan0", netmon.KindPhysical,
+		"192.0.2.10/24", "169.254.1.1/16", "fe80::1/64", "2001:db8::10/64", "fd00::1/64", "10.1.2.3/8")
+	h.st.Addrs = append(h.st.Addrs,
+		netmon.Addr{Index: 2, Prefix: netip.MustParsePrefix("2001:db8::99/64"), Temporary: true},
+		netmon.Addr{Index: 2, Prefix: netip.MustParsePrefix("2001:db8::98/64"), Tentative: true},
+		netmon.Addr{Index: 2, Prefix: netip.MustParsePrefix("2001:db8::97/64"), Deprecated: true})
+	addrsOf := func(ws []Want) []string {
+		var out []string
+		for _, w := range ws {
+			out = append(out, w.Addr.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	wants, skipped := Desired(parseConfig(t, twoRules+"\n[addresses]\nula = false\ndeny_prefixes = [\"10.0.0.0/8\"]\n"), h.st)
+	if got, want := addrsOf(wants), []string{"192.0.2.10", "2001:db8::10"}; !slices.Equal(got, want) {
+		t.Errorf("Desired = %v, want %v", got, want)
+	}
+	if len(skipped) != 7 {
+		t.Errorf("skipped %d addresses, want 7: %+v", len(skipped), skipped)
+	}
+	// require_route: nothing until the interface carries a route beyond its
+	// own subnets.
+	cfg := parseConfig(t, twoRules+"\n[addresses]\nrequire_route = true\n")
+	if wants, _ := Desired(cfg, h.st); len(wants) != 0 {
+		t.Errorf("with require_route and no route, Desired = %v, want nothing", addrsOf(wants))
+	}
+	h.st.Routes = append(h.st.Routes, netmon.Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Index: 2})
+	if wants, _ := Desired(cfg, h.st); !slices.Contains(addrsOf(wants), "192.0.2.10") {
+		t.Errorf("with a default route, Desired = %v, want 192.0.2.10 among them", addrsOf(wants))
+	}
+}

@@ -199,6 +199,12 @@ flags = [%s]
 	h.MustIP("mptcp", "endpoint", "add", "192.0.2.200", "id", "50", "signal")
 	foreign := "192.0.2.200 signal"
 	limitsBefore := ipLimits(t, h)
+	// The daemon selects the in-kernel path manager and puts back the one
+	// it found when it stops.
+	inH := genl.WithNetNS(h.FD())
+	if err := genl.SetPathManager(genl.PathManagerUserspace, inH); err != nil {
+		t.Fatal(err)
+	}
 
 	d := startDaemon(t, bin, "--config", conf, "--netns", h.NS)
 	d.waitState("READY=1")
@@ -210,6 +216,9 @@ flags = [%s]
 	slices.Sort(want)
 	if got := endpointSet(t, h, false); !slices.Equal(got, want) {
 		t.Fatalf("at READY=1 the endpoints are %q, want %q", got, want)
+	}
+	if pm, err := genl.PathManager(inH); err != nil || pm != genl.PathManagerKernel {
+		t.Errorf("path manager while the daemon runs = %q, %v; want kernel", pm, err)
 	}
 	if l := ipLimits(t, h); l != (genl.Limits{Subflows: 4, AddAddrAccepted: 4}) {
 		t.Errorf("limits = %+v, want the auto limits subflows 4 add_addr_accepted 4", l)
@@ -299,6 +308,9 @@ flags = [%s]
 	}
 	if l := ipLimits(t, h); l != limitsBefore {
 		t.Errorf("after stop the limits are %+v, want %+v restored", l, limitsBefore)
+	}
+	if pm, err := genl.PathManager(inH); err != nil || pm != genl.PathManagerUserspace {
+		t.Errorf("path manager after stop = %q, %v; want userspace restored", pm, err)
 	}
 }
 
