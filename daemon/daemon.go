@@ -130,23 +130,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	mon, err := netmon.New(netmon.WithNetNS(nsfd))
-	if err != nil {
-		return fmt.Errorf("watching interfaces: %w", err)
-	}
-	defer mon.Close()
-	monCtx, stopMon := context.WithCancel(ctx)
-	monDone := make(chan error, 1)
-	go func() { monDone <- mon.Run(monCtx) }()
-	defer func() {
-		stopMon()
-		<-monDone
-	}()
-
 	log.Info("mptcpd started", "mode", "kernel", "netns", cfg.NetNS, "config", opts.ConfigPath,
 		"path_managers", caps.PathManagers, "family_version", caps.FamilyVersion)
 
-	err = loop(ctx, opts, log, cfg, rec, mon, monDone)
+	err = loop(ctx, opts, log, cfg, rec, nsfd)
 
 	notify(log, sddaemon.SdNotifyStopping)
 	relErr := rec.Release(cfg.KeepOnExit, cfg.KeepPathManager)
@@ -167,9 +154,46 @@ func setLevel(lv *slog.LevelVar, cfg *config.Config) {
 	}
 }
 
+// watcher is a running netmon.Monitor.
+type watcher struct {
+	mon    *netmon.Monitor
+	done   chan error
+	stop   context.CancelFunc
+	routes bool
+}
+
+// watch starts a Monitor of the namespace; it reads and watches routes only
+// when the policy needs them (require_route), so a host with a large
+// routing table does not re-read it on every change.
+func watch(ctx context.Context, nsfd int, routes bool) (*watcher, error) {
+	opts := []netmon.Option{netmon.WithNetNS(nsfd)}
+	if !routes {
+		opts = append(opts, netmon.WithoutRoutes())
+	}
+	mon, err := netmon.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("watching interfaces: %w", err)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	w := &watcher{mon: mon, done: make(chan error, 1), stop: stop, routes: routes}
+	go func() { w.done <- mon.Run(ctx) }()
+	return w, nil
+}
+
+func (w *watcher) close() {
+	w.stop()
+	<-w.done
+	_ = w.mon.Close()
+}
+
 // loop reconciles at start, on every interface change, on reload and
 // periodically, until ctx ends.
-func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Config, rec *pm.Reconciler, mon *netmon.Monitor, monDone <-chan error) error {
+func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Config, rec *pm.Reconciler, nsfd int) error {
+	w, err := watch(ctx, nsfd, cfg.Addresses.RequireRoute)
+	if err != nil {
+		return err
+	}
+	defer func() { w.close() }()
 	resync := opts.Resync
 	if resync <= 0 {
 		resync = 5 * time.Minute
@@ -188,11 +212,14 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 	ready := false
 
 	reconcile := func(why string) {
-		st, err := mon.State()
+		start := time.Now()
+		st, err := w.mon.State()
 		if err == nil {
+			read := time.Since(start)
 			var res pm.Result
 			res, err = rec.Reconcile(cfg, st)
-			log.Debug("reconciled", "trigger", why, "changes", res.Changes(), "owned", len(res.Owned), "foreign", len(res.Foreign), "skipped", len(res.Skipped))
+			log.Debug("reconciled", "trigger", why, "changes", res.Changes(), "owned", len(res.Owned), "foreign", len(res.Foreign), "skipped", len(res.Skipped),
+				"read_interfaces", read, "took", time.Since(start))
 			for _, s := range res.Skipped {
 				log.Debug("address not used", "addr", s.Addr, "interface", s.Interface, "reason", s.Reason)
 			}
@@ -215,14 +242,14 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-monDone:
+		case err := <-w.done:
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("watching interfaces stopped: %w", err)
 		case <-retry.C:
 			reconcile("start or retry")
-		case <-mon.Changes():
+		case <-w.mon.Changes():
 			reconcile("interface change")
 		case <-periodic.C:
 			reconcile("periodic resync")
@@ -237,6 +264,15 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 			case next.NetNS != cfg.NetNS || next.StateDir != cfg.StateDir:
 				log.Error("reload refused: netns and state_dir cannot change while running; restart mptcpd", "netns", next.NetNS, "state_dir", next.StateDir)
 			default:
+				if next.Addresses.RequireRoute != w.routes {
+					nw, err := watch(ctx, nsfd, next.Addresses.RequireRoute)
+					if err != nil {
+						log.Error("reload refused: cannot watch interfaces", "error", err)
+						break
+					}
+					w.close()
+					w = nw
+				}
 				cfg = next
 				setLevel(opts.LogLevel, cfg)
 				log.Info("configuration reloaded", "config", opts.ConfigPath)

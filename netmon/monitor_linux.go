@@ -33,12 +33,12 @@ func New(opts ...Option) (*Monitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netmon: opening rtnetlink query socket: %w", err)
 	}
-	src, err := subscribe(o.netns)
+	src, err := subscribe(o.netns, !o.noRoutes)
 	if err != nil {
 		_ = c.Close()
 		return nil, err
 	}
-	return newMonitor(o, src, &reader{c: c}), nil
+	return newMonitor(o, src, &reader{c: c, routes: !o.noRoutes}), nil
 }
 
 // events is the notification socket.
@@ -46,19 +46,17 @@ type events struct {
 	c *netlink.Conn
 }
 
-func subscribe(netns int) (*events, error) {
+func subscribe(netns int, routes bool) (*events, error) {
 	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: netns})
 	if err != nil {
 		return nil, fmt.Errorf("netmon: opening rtnetlink notification socket: %w", err)
 	}
 	setReadBuffer(c, eventBuffer)
-	for _, g := range []uint32{
-		unix.RTNLGRP_LINK,
-		unix.RTNLGRP_IPV4_IFADDR,
-		unix.RTNLGRP_IPV6_IFADDR,
-		unix.RTNLGRP_IPV4_ROUTE,
-		unix.RTNLGRP_IPV6_ROUTE,
-	} {
+	groups := []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR}
+	if routes {
+		groups = append(groups, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE)
+	}
+	for _, g := range groups {
 		if err := c.JoinGroup(g); err != nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("netmon: joining rtnetlink group %d: %w", g, err)
@@ -104,8 +102,9 @@ func (e *events) Close() error                      { return e.c.Close() }
 
 // reader reads State over the query socket.
 type reader struct {
-	mu sync.Mutex // one dump at a time: Send and Receive are paired by hand
-	c  *rtnetlink.Conn
+	mu     sync.Mutex // one dump at a time: Send and Receive are paired by hand
+	c      *rtnetlink.Conn
+	routes bool // read routes too
 }
 
 func (r *reader) read() (State, error) {
@@ -120,9 +119,12 @@ func (r *reader) read() (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	routes, err := dump[*rtnetlink.RouteMessage](r, "routes", &rtnetlink.RouteMessage{}, unix.RTM_GETROUTE)
-	if err != nil {
-		return State{}, err
+	var routes []*rtnetlink.RouteMessage
+	if r.routes {
+		routes, err = dump[*rtnetlink.RouteMessage](r, "routes", &rtnetlink.RouteMessage{}, unix.RTM_GETROUTE)
+		if err != nil {
+			return State{}, err
+		}
 	}
 	return buildState(links, addrs, routes), nil
 }

@@ -59,9 +59,9 @@ func TestConstants(t *testing.T) {
 }
 
 // watch opens a Monitor on the host and runs it until the test ends.
-func watch(t *testing.T, h *testbed.Host) *Monitor {
+func watch(t *testing.T, h *testbed.Host, opts ...Option) *Monitor {
 	t.Helper()
-	m, err := New(WithNetNS(h.FD()))
+	m, err := New(append([]Option{WithNetNS(h.FD())}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -316,7 +316,8 @@ func TestBurst(t *testing.T) {
 	bed := testbed.New(t)
 	a, b := bed.Host("a"), bed.Host("b")
 	p := bed.Connect(a, b)
-	m := watch(t, a)
+	const debounce = 50 * time.Millisecond
+	m := watch(t, a, WithDebounce(debounce))
 	until(t, m, 5*time.Second, "veth running", func(s State) bool { return s.Links[p.AIndex].Running })
 	settle(t, m, 300*time.Millisecond)
 
@@ -356,8 +357,8 @@ func TestBurst(t *testing.T) {
 	}
 	// The notifications came while `ip` ran (and the pump may lag a
 	// little): one wake-up per debounce interval of that, and no more.
-	if limit := 2 + int((took+100*time.Millisecond)/DefaultDebounce); wakeups > limit {
-		t.Errorf("50 address adds in %s gave %d wake-ups, want at most %d with a %s debounce", took, wakeups, limit, DefaultDebounce)
+	if limit := 2 + int((took+100*time.Millisecond)/debounce); wakeups > limit {
+		t.Errorf("50 address adds in %s gave %d wake-ups, want at most %d with a %s debounce", took, wakeups, limit, debounce)
 	}
 	for _, prefix := range want {
 		got, ok := findAddr(s, p.AIndex, prefix)
@@ -635,5 +636,34 @@ func TestNewBadNamespace(t *testing.T) {
 	if m, err := New(WithNetNS(int(f.Fd()))); err == nil {
 		_ = m.Close()
 		t.Fatal("New(WithNetNS(non-namespace fd)) succeeded")
+	}
+}
+
+// TestWithoutRoutes: a Monitor told not to mind routes reads none and is
+// not woken by a route change, but still by an address change.
+func TestWithoutRoutes(t *testing.T) {
+	bed := testbed.New(t)
+	a, b := bed.Host("a"), bed.Host("b")
+	p := bed.Connect(a, b)
+	m := watch(t, a, WithoutRoutes())
+	until(t, m, 5*time.Second, "veth running", func(s State) bool { return s.Links[p.AIndex].Running })
+	settle(t, m, 300*time.Millisecond)
+
+	s, err := m.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Routes) != 0 {
+		t.Errorf("State().Routes = %+v, want none", s.Routes)
+	}
+	a.MustIP("route", "add", "198.51.100.0/24", "via", p.B4.String())
+	select {
+	case <-m.Changes():
+		t.Error("a route change woke a Monitor that does not watch routes")
+	case <-time.After(300 * time.Millisecond):
+	}
+	a.MustIP("addr", "add", "203.0.113.9/24", "dev", p.AIf)
+	if s := changed(t, m); len(s.Routes) != 0 {
+		t.Errorf("State().Routes after an address change = %+v, want none", s.Routes)
 	}
 }

@@ -164,9 +164,12 @@ var ErrDumpInterrupted = errors.New("netmon: the namespace kept changing while i
 // notifications because the receive buffer overflowed (ENOBUFS).
 var errEventsLost = errors.New("netmon: notifications lost")
 
-// DefaultDebounce is how long a Monitor waits after a first notification,
-// collecting the ones that follow, before it signals Changes.
-const DefaultDebounce = 50 * time.Millisecond
+// DefaultDebounce is the window in which a Monitor gathers the
+// notifications that follow a signalled one into one more signal. It is
+// zero: every batch of notifications is signalled at once, and the
+// channel of size one is what coalesces a burst, so a change reaches the
+// caller without delay.
+const DefaultDebounce time.Duration = 0
 
 // Option configures New.
 type Option func(*options)
@@ -174,16 +177,24 @@ type Option func(*options)
 type options struct {
 	netns    int
 	debounce time.Duration
+	noRoutes bool
 }
+
+// WithoutRoutes makes the Monitor neither read nor watch routes: State has
+// no Routes and route changes do not signal Changes. On hosts with large
+// routing tables (a full BGP table) this spares a dump of every route on
+// every change; use it when nothing needs the routes.
+func WithoutRoutes() Option { return func(o *options) { o.noRoutes = true } }
 
 // WithNetNS makes the Monitor read and watch the network namespace open at
 // fd (e.g. from netns.Open, or /proc/PID/ns/net) instead of the calling
 // thread's. The descriptor is needed only during New.
 func WithNetNS(fd int) Option { return func(o *options) { o.netns = fd } }
 
-// WithDebounce sets how long the Monitor gathers notifications after the
-// first one before it signals Changes (default DefaultDebounce). Zero
-// signals at once for every batch the kernel delivers.
+// WithDebounce sets the window in which notifications that follow a
+// signalled one are gathered into one more signal (default
+// DefaultDebounce). The first change after a quiet spell is always
+// signalled at once. Zero signals for every batch the kernel delivers.
 func WithDebounce(d time.Duration) Option { return func(o *options) { o.debounce = d } }
 
 func newOptions(opts []Option) (options, error) {
@@ -253,8 +264,9 @@ func (m *Monitor) State() (State, error) {
 // Changes returns a channel that receives a value when the namespace's
 // links, addresses or routes changed since the value before, while Run
 // runs: the receiver should call State again. Changes are coalesced: the
-// channel holds at most one value, and a burst of changes within the
-// debounce interval gives one wake-up. The channel is never closed.
+// channel holds at most one value; the first change after a quiet spell is
+// signalled at once, and the rest of a burst gives one wake-up per debounce
+// window. The channel is never closed.
 func (m *Monitor) Changes() <-chan struct{} { return m.changes }
 
 // Run receives the kernel's notifications of link, address and route
@@ -320,7 +332,13 @@ func (m *Monitor) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	timer.Stop()
 	defer timer.Stop()
-	var fire <-chan time.Time
+	// Leading edge, then at most one signal per debounce window: a change
+	// after a quiet spell is signalled at once; the rest of a burst is
+	// gathered and signalled when the window ends.
+	var (
+		fire    <-chan time.Time
+		pending bool
+	)
 	for {
 		select {
 		case <-kick:
@@ -328,12 +346,20 @@ func (m *Monitor) Run(ctx context.Context) error {
 			case m.debounce == 0:
 				m.signal()
 			case fire == nil:
+				m.signal()
 				timer.Reset(m.debounce)
 				fire = timer.C
+			default:
+				pending = true
 			}
 		case <-fire:
 			fire = nil
-			m.signal()
+			if pending {
+				pending = false
+				m.signal()
+				timer.Reset(m.debounce)
+				fire = timer.C
+			}
 		case <-pumpDone:
 			return pumpErr
 		case <-ctx.Done():

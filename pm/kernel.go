@@ -177,18 +177,18 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 			delete(wantByKey, keyOf(ep))
 		}
 	}
+	var toAdd []Want
 	for _, w := range wants {
-		if _, missing := wantByKey[w.key()]; !missing {
-			continue
+		if _, missing := wantByKey[w.key()]; missing {
+			toAdd = append(toAdd, w)
 		}
-		ep, err := r.add(&own, w)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		res.Added = append(res.Added, ep)
-		kept = append(kept, ep)
 	}
+	added, err := r.add(&own, toAdd, append(slices.Clone(kept), foreign...))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	res.Added = added
+	kept = append(kept, added...)
 	slices.SortFunc(kept, func(a, b genl.Endpoint) int { return int(a.ID) - int(b.ID) })
 	res.Owned = kept
 
@@ -234,23 +234,74 @@ func (r *Reconciler) read() (own Ownership, ours, foreign []genl.Endpoint, err e
 	return own, ours, foreign, nil
 }
 
-func (r *Reconciler) add(own *Ownership, w Want) (genl.Endpoint, error) {
-	// Record the intent first: if the daemon dies right after the kernel
-	// added the endpoint, the record still claims it.
-	own.Endpoints = append(own.Endpoints, OwnedEndpoint{Addr: w.Addr, Port: w.Port})
+// add adds the wanted endpoints with IDs it picks itself, so that one save
+// before the requests records them completely: if the daemon dies right
+// after the kernel added them, the records still claim them. present are
+// the endpoints in the kernel, whose IDs are taken.
+func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) ([]genl.Endpoint, error) {
+	if len(wants) == 0 {
+		return nil, nil
+	}
+	var used [256]bool
+	highest := 0
+	for _, ep := range present {
+		used[ep.ID] = true
+		highest = max(highest, int(ep.ID))
+	}
+	eps := make([]genl.Endpoint, 0, len(wants))
+	for _, w := range wants {
+		id := nextID(&used, highest)
+		if id == 0 {
+			break // 255 IDs in use: the kernel could not hold more anyway
+		}
+		used[id], highest = true, int(id)
+		ep := w.Endpoint()
+		ep.ID = id
+		eps = append(eps, ep)
+		own.Endpoints = append(own.Endpoints, OwnedEndpoint{ID: id, Addr: ep.Addr, Port: ep.Port})
+	}
 	if err := r.store.Save(*own); err != nil {
-		own.Endpoints = own.Endpoints[:len(own.Endpoints)-1]
-		return genl.Endpoint{}, err
+		own.Endpoints = own.Endpoints[:len(own.Endpoints)-len(eps)]
+		return nil, err
 	}
-	ep, err := r.kernel.AddEndpoint(w.Endpoint())
-	if err != nil {
-		own.Endpoints = own.Endpoints[:len(own.Endpoints)-1]
-		return genl.Endpoint{}, errors.Join(fmt.Errorf("adding endpoint %s on %s: %w", w.Addr, w.Interface, err), r.store.Save(*own))
+	var (
+		added []genl.Endpoint
+		errs  []error
+	)
+	for i, ep := range eps {
+		w := wants[i]
+		got, err := r.kernel.AddEndpoint(ep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("adding endpoint %s on %s: %w", w.Addr, w.Interface, err))
+			own.Endpoints = slices.DeleteFunc(own.Endpoints, func(o OwnedEndpoint) bool { return o.ID == ep.ID && o.Addr == ep.Addr })
+			continue
+		}
+		r.log.Info("endpoint added", "id", got.ID, "addr", got.Addr, "port", got.Port, "flags", got.Flags.String(),
+			"interface", w.Interface, "rule", w.Rule, "reason", "address on an interface the policy selects")
+		added = append(added, got)
 	}
-	own.Endpoints[len(own.Endpoints)-1].ID = ep.ID
-	r.log.Info("endpoint added", "id", ep.ID, "addr", ep.Addr, "port", ep.Port, "flags", ep.Flags.String(),
-		"interface", w.Interface, "rule", w.Rule, "reason", "address on an interface the policy selects")
-	return ep, r.store.Save(*own)
+	if len(errs) > 0 {
+		errs = append(errs, r.store.Save(*own))
+	}
+	return added, errors.Join(errs...)
+}
+
+// nextID picks the ID for a new endpoint as the kernel does: the one after
+// the highest in use, wrapping around to the lowest free one; 0 if none is
+// free. Not reusing a just-freed ID at once spares peers an RM_ADDR and an
+// ADD_ADDR with the same ID in quick succession.
+func nextID(used *[256]bool, highest int) uint8 {
+	for id := highest + 1; id <= 255; id++ {
+		if !used[id] {
+			return uint8(id)
+		}
+	}
+	for id := 1; id <= highest; id++ {
+		if !used[id] {
+			return uint8(id)
+		}
+	}
+	return 0
 }
 
 func (r *Reconciler) remove(own *Ownership, ep genl.Endpoint, reason string) error {

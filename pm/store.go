@@ -69,8 +69,10 @@ func (s FileStore) Load() (Ownership, error) {
 	return o, nil
 }
 
-// Save writes the file atomically: a crash leaves the old or the new
-// content, never a mix.
+// Save writes the file atomically: a crash of the daemon leaves the old or
+// the new content, never a mix. It does not fsync: the records only
+// matter while the kernel state they describe exists, and a power loss or
+// kernel crash takes both.
 func (s FileStore) Save(o Ownership) error {
 	b, err := json.MarshalIndent(o, "", "  ")
 	if err != nil {
@@ -85,10 +87,6 @@ func (s FileStore) Save(o Ownership) error {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("saving ownership records: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
 		_ = tmp.Close()
 		return fmt.Errorf("saving ownership records: %w", err)
 	}

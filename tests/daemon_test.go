@@ -20,7 +20,7 @@ import (
 )
 
 // buildDaemon builds cmd/mptcpd into a temporary directory.
-func buildDaemon(t *testing.T) string {
+func buildDaemon(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "mptcpd")
 	out, err := exec.Command("go", "build", "-o", bin, "../cmd/mptcpd").CombinedOutput()
