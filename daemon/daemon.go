@@ -211,8 +211,15 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 	backoff := time.Second
 	ready := false
 
+	// reconcile reads the interfaces and applies the policy. Only a change
+	// notification may use the state netmon keeps from notifications; the
+	// first run, retries, reloads and the periodic resync read everything
+	// afresh.
 	reconcile := func(why string) {
 		start := time.Now()
+		if why != "interface change" {
+			w.mon.Refresh()
+		}
 		st, err := w.mon.State()
 		if err == nil {
 			read := time.Since(start)

@@ -38,12 +38,21 @@ func New(opts ...Option) (*Monitor, error) {
 		_ = c.Close()
 		return nil, err
 	}
-	return newMonitor(o, src, &reader{c: c, routes: !o.noRoutes}), nil
+	rd := &reader{c: c, routes: !o.noRoutes}
+	if o.noRoutes {
+		// Links and addresses are kept from the notifications between full
+		// reads. (Routes, when watched, are read afresh every time: a
+		// large table changes often and is not worth mirroring here.)
+		rd.cache = &cache{}
+		src.cache = rd.cache
+	}
+	return newMonitor(o, src, rd), nil
 }
 
 // events is the notification socket.
 type events struct {
-	c *netlink.Conn
+	c     *netlink.Conn
+	cache *cache // nil when State always reads afresh
 }
 
 func subscribe(netns int, routes bool) (*events, error) {
@@ -85,9 +94,15 @@ func (e *events) next() (bool, error) {
 	msgs, err := e.c.Receive()
 	if err != nil {
 		if errors.Is(err, unix.ENOBUFS) {
+			if e.cache != nil {
+				e.cache.invalidate()
+			}
 			return true, fmt.Errorf("%w: %w", errEventsLost, err)
 		}
 		return false, err
+	}
+	if e.cache != nil {
+		e.cache.apply(msgs)
 	}
 	for _, m := range msgs {
 		if relevant(m) {
@@ -104,21 +119,50 @@ func (e *events) Close() error                      { return e.c.Close() }
 type reader struct {
 	mu     sync.Mutex // one dump at a time: Send and Receive are paired by hand
 	c      *rtnetlink.Conn
-	routes bool // read routes too
+	routes bool   // read routes too
+	cache  *cache // links and addresses kept between full reads, or nil
+	full   int    // full reads so far, under mu
+}
+
+// invalidate makes the next read a full one.
+func (r *reader) invalidate() {
+	if r.cache != nil {
+		r.cache.invalidate()
+	}
 }
 
 func (r *reader) read() (State, error) {
+	if r.cache != nil {
+		if s, ok := r.cache.snapshot(); ok {
+			return s, nil
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.full++
+	if r.cache != nil {
+		r.cache.begin()
+	}
 	links, err := dump[*rtnetlink.LinkMessage](r, "links", &rtnetlink.LinkMessage{}, unix.RTM_GETLINK)
-	if err != nil {
-		return State{}, err
+	if err == nil {
+		// Family AF_UNSPEC dumps every family: IPv4 and IPv6 in one request.
+		var addrs []*rtnetlink.AddressMessage
+		addrs, err = dump[*rtnetlink.AddressMessage](r, "addresses", &rtnetlink.AddressMessage{}, unix.RTM_GETADDR)
+		if err == nil && r.cache != nil {
+			return r.cache.install(links, addrs), nil
+		}
+		if err == nil {
+			return r.readRoutes(links, addrs)
+		}
 	}
-	// Family AF_UNSPEC dumps every family: IPv4 and IPv6 in one request.
-	addrs, err := dump[*rtnetlink.AddressMessage](r, "addresses", &rtnetlink.AddressMessage{}, unix.RTM_GETADDR)
-	if err != nil {
-		return State{}, err
+	if r.cache != nil {
+		r.cache.abort()
 	}
+	return State{}, err
+}
+
+func (r *reader) readRoutes(links []*rtnetlink.LinkMessage, addrs []*rtnetlink.AddressMessage) (State, error) {
+	var err error
 	var routes []*rtnetlink.RouteMessage
 	if r.routes {
 		routes, err = dump[*rtnetlink.RouteMessage](r, "routes", &rtnetlink.RouteMessage{}, unix.RTM_GETROUTE)

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -665,5 +667,73 @@ func TestWithoutRoutes(t *testing.T) {
 	a.MustIP("addr", "add", "203.0.113.9/24", "dev", p.AIf)
 	if s := changed(t, m); len(s.Routes) != 0 {
 		t.Errorf("State().Routes after an address change = %+v, want none", s.Routes)
+	}
+}
+
+// TestStateKeptFromNotifications: with WithoutRoutes, State after each
+// change comes from the notifications; after every step it must equal a
+// full read of the kernel.
+func TestStateKeptFromNotifications(t *testing.T) {
+	bed := testbed.New(t)
+	a, b := bed.Host("a"), bed.Host("b")
+	p := bed.Connect(a, b)
+	m := watch(t, a, WithoutRoutes())
+	fresh, err := New(WithNetNS(a.FD()), WithoutRoutes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	full := func() State {
+		t.Helper()
+		fresh.Refresh()
+		s, err := fresh.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if _, err := m.State(); err != nil { // the first, full read
+		t.Fatal(err)
+	}
+	steps := [][]string{
+		{"addr", "add", "203.0.113.1/24", "dev", p.AIf},
+		{"addr", "add", "2001:db8:5::1/64", "dev", p.AIf, "nodad"},
+		{"link", "set", p.AIf, "down"},
+		{"link", "set", p.AIf, "up"},
+		{"addr", "del", "203.0.113.1/24", "dev", p.AIf},
+		{"link", "add", "x0", "type", "veth", "peer", "name", "x1"},
+		{"addr", "add", "198.51.100.77/24", "dev", "x0"},
+		{"link", "set", "x0", "up"},
+		{"link", "set", "x1", "up"},
+		{"link", "del", "x0"},
+		{"addr", "flush", "dev", p.AIf},
+	}
+	for _, step := range steps {
+		a.MustIP(step...)
+		want := full()
+		got := until(t, m, 5*time.Second, strings.Join(step, " "), func(s State) bool {
+			return reflect.DeepEqual(s.Links, want.Links) && slices.Equal(s.Addrs, want.Addrs)
+		})
+		if len(got.Routes) != 0 {
+			t.Errorf("after %q: routes %v, want none", step, got.Routes)
+		}
+	}
+	rd := m.rd.(*reader)
+	rd.mu.Lock()
+	fullReads := rd.full
+	rd.mu.Unlock()
+	if fullReads != 1 {
+		t.Errorf("%d full reads, want only the first: the rest must come from notifications", fullReads)
+	}
+	// Refresh: the next State reads everything again.
+	m.Refresh()
+	if _, err := m.State(); err != nil {
+		t.Fatal(err)
+	}
+	rd.mu.Lock()
+	fullReads = rd.full
+	rd.mu.Unlock()
+	if fullReads != 2 {
+		t.Errorf("%d full reads after Refresh, want 2", fullReads)
 	}
 }

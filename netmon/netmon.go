@@ -247,10 +247,13 @@ func newMonitor(o options, src eventSource, rd stateReader) *Monitor {
 	return &Monitor{debounce: o.debounce, changes: make(chan struct{}, 1), src: src, rd: rd}
 }
 
-// State reads the namespace's links, IPv4 and IPv6 addresses and routes
-// afresh from the kernel. A read the kernel marks as interrupted by a
-// concurrent change is repeated; ErrDumpInterrupted says the changes went
-// on for all the repeats. After Close it returns ErrClosed.
+// State returns the namespace's links, IPv4 and IPv6 addresses and (unless
+// WithoutRoutes) routes as the kernel has them. With WithoutRoutes, links
+// and addresses are kept from the kernel's notifications between full
+// reads: the first State, any State after notifications were lost or after
+// Refresh, reads everything afresh. A read the kernel marks as interrupted
+// by a concurrent change is repeated; ErrDumpInterrupted says the changes
+// went on for all the repeats. After Close it returns ErrClosed.
 func (m *Monitor) State() (State, error) {
 	m.mu.Lock()
 	closed := m.closed
@@ -259,6 +262,15 @@ func (m *Monitor) State() (State, error) {
 		return State{}, ErrClosed
 	}
 	return m.rd.read()
+}
+
+// Refresh makes the next State read everything afresh from the kernel
+// instead of the state kept from notifications; callers resynchronising on
+// a schedule or after a reload use it.
+func (m *Monitor) Refresh() {
+	if r, ok := m.rd.(interface{ invalidate() }); ok {
+		r.invalidate()
+	}
 }
 
 // Changes returns a channel that receives a value when the namespace's
@@ -383,7 +395,11 @@ func (m *Monitor) pump(stopped *atomic.Bool, kick chan<- struct{}) error {
 			}
 			changed = true // the caller re-reads everything: nothing is lost
 		}
-		if changed {
+		switch {
+		case !changed:
+		case m.debounce == 0:
+			m.signal() // no window to keep: spare the caller a hop
+		default:
 			select {
 			case kick <- struct{}{}:
 			default:

@@ -41,6 +41,10 @@ type Reconciler struct {
 	log    *slog.Logger
 
 	mu sync.Mutex
+	// own caches the records: the reconciler is their only writer (the
+	// daemon holds the namespace's lock), so they are read from the store
+	// once.
+	own *Ownership
 	// deferTo, if set, names a manager of other endpoints (NetworkManager)
 	// whose interfaces are left to it: an interface with a foreign endpoint
 	// on it gets none of ours.
@@ -204,7 +208,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 // the endpoints into ours and foreign; records of endpoints that are gone
 // are dropped.
 func (r *Reconciler) read() (own Ownership, ours, foreign []genl.Endpoint, err error) {
-	own, err = r.store.Load()
+	own, err = r.load()
 	if err != nil {
 		return own, nil, nil, err
 	}
@@ -227,11 +231,36 @@ func (r *Reconciler) read() (own Ownership, ours, foreign []genl.Endpoint, err e
 	if len(records) > 0 {
 		// Gone while we were not looking (deleted by hand, or the add never
 		// happened): forget them.
-		if err := r.store.Save(own); err != nil {
+		if err := r.save(own); err != nil {
 			return own, nil, nil, err
 		}
 	}
 	return own, ours, foreign, nil
+}
+
+// load returns the ownership records, read from the store the first time.
+// The caller gets its own copy to change and then save.
+func (r *Reconciler) load() (Ownership, error) {
+	if r.own == nil {
+		o, err := r.store.Load()
+		if err != nil {
+			return o, err
+		}
+		r.own = &o
+	}
+	o := *r.own
+	o.Endpoints = slices.Clone(o.Endpoints)
+	return o, nil
+}
+
+// save writes the records to the store and, once written, keeps them.
+func (r *Reconciler) save(o Ownership) error {
+	if err := r.store.Save(o); err != nil {
+		return err
+	}
+	o.Endpoints = slices.Clone(o.Endpoints)
+	r.own = &o
+	return nil
 }
 
 // add adds the wanted endpoints with IDs it picks itself, so that one save
@@ -260,7 +289,7 @@ func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) 
 		eps = append(eps, ep)
 		own.Endpoints = append(own.Endpoints, OwnedEndpoint{ID: id, Addr: ep.Addr, Port: ep.Port})
 	}
-	if err := r.store.Save(*own); err != nil {
+	if err := r.save(*own); err != nil {
 		own.Endpoints = own.Endpoints[:len(own.Endpoints)-len(eps)]
 		return nil, err
 	}
@@ -281,7 +310,7 @@ func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) 
 		added = append(added, got)
 	}
 	if len(errs) > 0 {
-		errs = append(errs, r.store.Save(*own))
+		errs = append(errs, r.save(*own))
 	}
 	return added, errors.Join(errs...)
 }
@@ -310,7 +339,7 @@ func (r *Reconciler) remove(own *Ownership, ep genl.Endpoint, reason string) err
 	}
 	own.Endpoints = slices.DeleteFunc(own.Endpoints, func(o OwnedEndpoint) bool { return o.Matches(ep) })
 	r.log.Info("endpoint removed", "id", ep.ID, "addr", ep.Addr, "port", ep.Port, "flags", ep.Flags.String(), "reason", reason)
-	return r.store.Save(*own)
+	return r.save(*own)
 }
 
 func (r *Reconciler) applyLimits(own *Ownership, want genl.Limits) (genl.Limits, error) {
@@ -324,7 +353,7 @@ func (r *Reconciler) applyLimits(own *Ownership, want genl.Limits) (genl.Limits,
 	if own.LimitsBefore == nil {
 		before := cur
 		own.LimitsBefore = &before
-		if err := r.store.Save(*own); err != nil {
+		if err := r.save(*own); err != nil {
 			return cur, err
 		}
 	}
@@ -348,13 +377,13 @@ func (r *Reconciler) SelectPathManager(pm string) error {
 	if cur == pm {
 		return nil
 	}
-	own, err := r.store.Load()
+	own, err := r.load()
 	if err != nil {
 		return err
 	}
 	if own.PathManagerBefore == "" {
 		own.PathManagerBefore = cur
-		if err := r.store.Save(own); err != nil {
+		if err := r.save(own); err != nil {
 			return err
 		}
 	}
@@ -403,7 +432,7 @@ func (r *Reconciler) Release(keepEndpoints, keepPathManager bool) error {
 		// Kept endpoints are left to whoever comes next: stop claiming them.
 		own = Ownership{PathManagerBefore: own.PathManagerBefore}
 	}
-	errs = append(errs, r.store.Save(own))
+	errs = append(errs, r.save(own))
 	return errors.Join(errs...)
 }
 

@@ -72,28 +72,27 @@ func (s FileStore) Load() (Ownership, error) {
 // Save writes the file atomically: a crash of the daemon leaves the old or
 // the new content, never a mix. It does not fsync: the records only
 // matter while the kernel state they describe exists, and a power loss or
-// kernel crash takes both.
+// kernel crash takes both. The temporary file has a fixed name: one daemon
+// owns a namespace's records (it holds the namespace's lock).
 func (s FileStore) Save(o Ownership) error {
 	b, err := json.MarshalIndent(o, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding ownership records: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
-		return fmt.Errorf("creating the state directory: %w", err)
+	tmp := s.Path + ".new"
+	err = os.WriteFile(tmp, append(b, '\n'), 0o644)
+	if errors.Is(err, os.ErrNotExist) {
+		// The state directory went away (or never was): make it once.
+		if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
+			return fmt.Errorf("creating the state directory: %w", err)
+		}
+		err = os.WriteFile(tmp, append(b, '\n'), 0o644)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".owned-*")
 	if err != nil {
 		return fmt.Errorf("saving ownership records: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("saving ownership records: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("saving ownership records: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.Path); err != nil {
+	if err := os.Rename(tmp, s.Path); err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("saving ownership records: %w", err)
 	}
 	return nil
