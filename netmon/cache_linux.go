@@ -21,8 +21,8 @@ import (
 type cache struct {
 	mu      sync.Mutex
 	valid   bool
-	reading bool               // a full read is under way: journal notifications
-	journal []netlink.Message  // notifications that arrived during it
+	reading bool              // a full read is under way: journal notifications
+	journal []netlink.Message // notifications that arrived during it
 	links   map[uint32]*rtnetlink.LinkMessage
 	addrs   map[addrKey]*rtnetlink.AddressMessage
 }
