@@ -9,6 +9,8 @@
 # the environment) they fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# sudo's secure_path usually lacks Go's directory.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 
 if [[ $(id -u) == 0 ]]; then
 	scripts/install-deps.sh
