@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -133,31 +132,13 @@ func BenchmarkAddressToEndpoint(b *testing.B) {
 type a2eDaemon struct {
 	name string
 	cmd  *exec.Cmd
-	log  *a2eLog
+	log  *syncBuffer
 	// exit is closed when the daemon has exited, with exitErr set.
 	exit    chan struct{}
 	exitErr error
 	// fail reports a failure of the daemon: fatal for ours, a skip for the
 	// reference (a baseline that misbehaves here is not our failure).
 	fail func(format string, args ...any)
-}
-
-// a2eLog is a daemon's standard output and error.
-type a2eLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *a2eLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *a2eLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // exited reports whether the daemon has exited, and how.
@@ -178,7 +159,7 @@ func (d *a2eDaemon) exited() (bool, error) {
 // after 5 s.
 func (d *a2eDaemon) start(b *testing.B, start func(*exec.Cmd) error) {
 	b.Helper()
-	d.log = &a2eLog{}
+	d.log = &syncBuffer{}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.exit = make(chan struct{})
 	if err := start(d.cmd); err != nil {
@@ -228,41 +209,22 @@ flags = ["subflow"]
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	sock := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = conn.Close() })
-	ready := make(chan struct{})
-	go func() {
-		buf := make([]byte, 4096)
-		signalled := false
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			for _, line := range strings.Split(string(buf[:n]), "\n") {
-				if line == "READY=1" && !signalled {
-					signalled = true
-					close(ready)
-				}
-			}
-		}
-	}()
-
+	sock, states := notifySocket(b)
 	d := &a2eDaemon{name: "mptcpd", fail: b.Fatalf}
 	d.cmd = exec.Command(bin, "--config", conf, "--netns", h.NS)
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	d.start(b, (*exec.Cmd).Start)
-	select {
-	case <-ready:
-	case <-d.exit:
-		_, err := d.exited()
-		b.Fatalf("mptcpd exited (%v) before READY=1", err)
-	case <-time.After(a2eTimeout):
-		b.Fatalf("mptcpd sent no READY=1 within %s", a2eTimeout)
+	timeout := time.After(a2eTimeout)
+	for ready := false; !ready; {
+		select {
+		case state := <-states:
+			ready = state == "READY=1"
+		case <-d.exit:
+			_, err := d.exited()
+			b.Fatalf("mptcpd exited (%v) before READY=1", err)
+		case <-timeout:
+			b.Fatalf("mptcpd sent no READY=1 within %s", a2eTimeout)
+		}
 	}
 	return d
 }

@@ -36,7 +36,7 @@ type daemonProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	log    *syncBuffer
-	states chan string
+	states <-chan string
 	done   chan error
 }
 
@@ -57,20 +57,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
-	t.Helper()
-	return startDaemonEnv(t, bin, nil, args...)
-}
-
-// startDaemonEnv is startDaemon with extra environment variables.
-func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *daemonProc {
+// notifySocket opens a datagram socket standing in for systemd's
+// NOTIFY_SOCKET and returns its path and the states sent to it, one per
+// line, in order. It is closed at the end of the test.
+func notifySocket(t testing.TB) (string, <-chan string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemonProc{t: t, log: &syncBuffer{}, states: make(chan string, 64), done: make(chan error, 1)}
+	states, stop := make(chan string, 64), make(chan struct{})
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -79,10 +76,31 @@ func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *dae
 				return
 			}
 			for _, line := range strings.Split(strings.TrimSpace(string(buf[:n])), "\n") {
-				d.states <- line
+				select {
+				case states <- line:
+				case <-stop:
+					return
+				}
 			}
 		}
 	}()
+	t.Cleanup(func() {
+		close(stop)
+		_ = conn.Close()
+	})
+	return sock, states
+}
+
+func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
+	t.Helper()
+	return startDaemonEnv(t, bin, nil, args...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables.
+func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *daemonProc {
+	t.Helper()
+	sock, states := notifySocket(t)
+	d := &daemonProc{t: t, log: &syncBuffer{}, states: states, done: make(chan error, 1)}
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
@@ -95,7 +113,6 @@ func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *dae
 			_ = d.cmd.Process.Kill()
 			<-d.done
 		}
-		_ = conn.Close()
 		if t.Failed() {
 			t.Logf("mptcpd log:\n%s", d.log.String())
 		}
