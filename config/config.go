@@ -19,8 +19,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
 	"reflect"
@@ -76,6 +78,66 @@ type Config struct {
 	// not used. In the file each rule is a [[rule]] table; rules in a file
 	// replace the default rules as a whole.
 	Rules []Rule `toml:"rule"`
+	// API is where the control API listens and who may use it.
+	API API `toml:"api"`
+	// Metrics is the optional Prometheus endpoint.
+	Metrics Metrics `toml:"metrics"`
+}
+
+// API is where the control API (gRPC) listens and who may use it.
+type API struct {
+	// Socket is the absolute path of the API's unix socket. "" derives it
+	// from state_dir: mptcpd.sock, or mptcpd-NETNS.sock for a named
+	// namespace (see SocketPath).
+	Socket string `toml:"socket"`
+	// Group owns the socket (mode 0660): its members may connect and read.
+	// "" leaves the socket to the daemon's group.
+	Group string `toml:"group"`
+	// AdminGroup's members may also change things. Root and the daemon's
+	// own user always may.
+	AdminGroup string `toml:"admin_group"`
+	// TCP is an optional TCP listener.
+	TCP TCP `toml:"tcp"`
+}
+
+// TCP is the API's optional TCP listener. It needs mutual TLS, unless it is
+// bound to a loopback address and marked insecure.
+type TCP struct {
+	// Listen is host:port; "" for no TCP listener.
+	Listen string `toml:"listen"`
+	// Cert and Key are the server's certificate and key (PEM files).
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+	// ClientCA is the CA bundle (PEM) that client certificates must chain
+	// to. A client with a valid certificate may change things.
+	ClientCA string `toml:"client_ca"`
+	// Insecure allows a listener without TLS, open to anyone who can reach
+	// it; only on a loopback address.
+	Insecure bool `toml:"insecure"`
+}
+
+// Metrics is the optional Prometheus endpoint.
+type Metrics struct {
+	// Listen is host:port of an HTTP listener serving /metrics; "" for none.
+	Listen string `toml:"listen"`
+}
+
+// SocketPath returns the API socket's path: API.Socket, or the one derived
+// from StateDir and NetNS.
+func (c *Config) SocketPath() string {
+	if c.API.Socket != "" {
+		return c.API.Socket
+	}
+	return filepath.Join(c.StateDir, SocketName(c.NetNS))
+}
+
+// SocketName is the file name of the API socket of a daemon managing the
+// named namespace ("" for its own) under the state directory.
+func SocketName(netns string) string {
+	if netns == "" {
+		return "mptcpd.sock"
+	}
+	return "mptcpd-" + netns + ".sock"
 }
 
 // Mode is how the daemon drives MPTCP.
@@ -573,7 +635,72 @@ func (c *Config) validate(d *document) []*Error {
 			p.add(key+".port", 0, `a port needs the signal flag (add "signal" to flags, or set port = 0)`)
 		}
 	}
+	c.validateAPI(p)
 	return p.errs
+}
+
+// validateAPI checks the [api] and [metrics] tables. Groups must exist on
+// this host.
+func (c *Config) validateAPI(p *problems) {
+	a := c.API
+	if a.Socket != "" && (!filepath.IsAbs(a.Socket) || strings.ContainsRune(a.Socket, 0)) {
+		p.add("api.socket", 0, `%q is not an absolute path (want one starting with "/", or "" for one under state_dir)`, a.Socket)
+	}
+	for _, g := range []struct{ key, name string }{{"api.group", a.Group}, {"api.admin_group", a.AdminGroup}} {
+		if g.name == "" {
+			continue
+		}
+		if _, err := user.LookupGroup(g.name); err != nil {
+			p.add(g.key, 0, "no group %q on this host (create it with `groupadd %s`, or set \"\")", g.name, g.name)
+		}
+	}
+	checkHostPort(p, "metrics.listen", c.Metrics.Listen)
+	t := a.TCP
+	if t.Listen == "" {
+		return
+	}
+	host, ok := checkHostPort(p, "api.tcp.listen", t.Listen)
+	if !ok {
+		return
+	}
+	if t.Insecure {
+		if ip, err := netip.ParseAddr(host); (err != nil || !ip.IsLoopback()) && host != "localhost" {
+			p.add("api.tcp.insecure", 0, "a listener without TLS must be bound to a loopback address, not %q (bind it to 127.0.0.1 or ::1, or set cert, key and client_ca)", host)
+		}
+		return
+	}
+	var missing []string
+	for _, f := range []struct{ key, path string }{{"api.tcp.cert", t.Cert}, {"api.tcp.key", t.Key}, {"api.tcp.client_ca", t.ClientCA}} {
+		switch {
+		case f.path == "":
+			missing = append(missing, strings.TrimPrefix(f.key, "api.tcp."))
+		case !filepath.IsAbs(f.path):
+			p.add(f.key, 0, "%q is not an absolute path", f.path)
+		}
+	}
+	if len(missing) > 0 {
+		p.add("api.tcp.listen", 0, "a TCP listener needs mutual TLS, but %s not set (set cert, key and client_ca in [api.tcp]; or bind to 127.0.0.1 or ::1 with insecure = true)", strings.Join(missing, ", "))
+	}
+}
+
+// checkHostPort checks a "host:port" listen address; "" is none.
+func checkHostPort(p *problems, key, hp string) (host string, ok bool) {
+	if hp == "" {
+		return "", false
+	}
+	host, port, err := net.SplitHostPort(hp)
+	if err == nil {
+		var n uint64
+		n, err = strconv.ParseUint(port, 10, 16)
+		if err == nil && n == 0 {
+			err = errors.New("port 0")
+		}
+	}
+	if err != nil {
+		p.add(key, 0, "%q is not host:port (%v; want e.g. \"127.0.0.1:9184\" or \"[::1]:9184\")", hp, err)
+		return "", false
+	}
+	return host, true
 }
 
 func logLevels() []string  { return []string{"debug", "info", "warn", "error"} }
@@ -1147,7 +1274,17 @@ func want(key string) string {
 			return "a [[rule]] table"
 		}
 		return "[[rule]] tables"
-	case "log", "limits", "addresses", "interfaces":
+	case "api.socket":
+		return `a string: an absolute path, or "" for one under state_dir`
+	case "api.group", "api.admin_group":
+		return `a string: a group name from /etc/group, or ""`
+	case "api.tcp.listen", "metrics.listen":
+		return `a string: "host:port", e.g. "127.0.0.1:9184", or "" for none`
+	case "api.tcp.cert", "api.tcp.key", "api.tcp.client_ca":
+		return `a string: an absolute path to a PEM file`
+	case "api.tcp.insecure":
+		return "true or false"
+	case "log", "limits", "addresses", "interfaces", "api", "api.tcp", "metrics":
 		return fmt.Sprintf("a table, [%s]", key)
 	}
 	return "what systemd/mptcpd.toml shows"
@@ -1245,4 +1382,14 @@ func keysOf(t reflect.Type) string {
 		s += " and the tables " + strings.Join(tables, ", ")
 	}
 	return s
+}
+
+// Marshal encodes the configuration as a TOML document that Parse reads
+// back to the same Config: every key, without comments.
+func (c *Config) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).EnableMarshalerInterface().Encode(c); err != nil {
+		return nil, fmt.Errorf("encoding the configuration: %w", err)
+	}
+	return buf.Bytes(), nil
 }

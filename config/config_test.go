@@ -296,6 +296,17 @@ func TestParseBad(t *testing.T) {
 		{"keep_on_exit type", "keep_on_exit = 1\n", 1, "keep_on_exit", []string{"got an integer", "want true or false"}},
 		{"keep_path_manager type", "keep_path_manager = \"no\"\n", 1, "keep_path_manager", []string{"got a string", "want true or false"}},
 
+		// [api], [metrics]
+		{"api socket relative", "[api]\nsocket = \"mptcpd.sock\"\n", 2, "api.socket", []string{"not an absolute path"}},
+		{"api group unknown", "[api]\n\ngroup = \"no-such-group-mptcpd\"\n", 3, "api.group", []string{`no group "no-such-group-mptcpd"`, "groupadd"}},
+		{"api admin group unknown", "[api]\nadmin_group = \"no-such-group-mptcpd\"\n", 2, "api.admin_group", []string{`no group "no-such-group-mptcpd"`}},
+		{"tcp without tls", "[api.tcp]\nlisten = \"198.51.100.1:8421\"\n", 2, "api.tcp.listen", []string{"needs mutual TLS, but cert, key, client_ca not set"}},
+		{"tcp insecure not loopback", "[api.tcp]\nlisten = \"198.51.100.1:8421\"\ninsecure = true\n", 3, "api.tcp.insecure", []string{"loopback", `not "198.51.100.1"`}},
+		{"tcp listen bad", "[api.tcp]\nlisten = \"8421\"\n", 2, "api.tcp.listen", []string{`"8421" is not host:port`}},
+		{"tcp relative cert", "[api.tcp]\nlisten = \"[::1]:8421\"\ncert = \"c.pem\"\nkey = \"/k.pem\"\nclient_ca = \"/ca.pem\"\n", 3, "api.tcp.cert", []string{`"c.pem" is not an absolute path`}},
+		{"metrics port", "[metrics]\nlisten = \"127.0.0.1:0\"\n", 2, "metrics.listen", []string{"port 0"}},
+		{"metrics type", "[metrics]\nlisten = 9184\n", 2, "metrics.listen", []string{"got an integer", "host:port"}},
+
 		// [log]
 		{"log level", "[log]\nformat = \"text\"\nlevel = \"verbose\"\n", 3, "log.level", []string{`unknown log level "verbose"`, "want debug, info, warn, error"}},
 		{"log level type", "log.level = 5\n", 1, "log.level", []string{"got an integer", `"debug", "info", "warn" or "error"`}},

@@ -8,15 +8,25 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
+	"github.com/mptcpd/mptcpd/api"
 	"github.com/mptcpd/mptcpd/config"
+	"github.com/mptcpd/mptcpd/diag"
+	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/genl"
+	"github.com/mptcpd/mptcpd/metrics"
 	"github.com/mptcpd/mptcpd/netmon"
 	"github.com/mptcpd/mptcpd/netns"
 	"github.com/mptcpd/mptcpd/pm"
@@ -130,10 +140,66 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	log.Info("mptcpd started", "mode", "kernel", "netns", cfg.NetNS, "config", opts.ConfigPath,
-		"path_managers", caps.PathManagers, "family_version", caps.FamilyVersion)
+	dc, err := diag.New(diag.WithNetNS(nsfd))
+	if err != nil {
+		return fmt.Errorf("opening the connection inventory: %w", err)
+	}
+	defer dc.Close()
 
-	err = loop(ctx, opts, log, cfg, rec, nsfd)
+	n := &node{
+		log: log, opts: opts, nsfd: nsfd, caps: caps, client: client, diag: dc, rec: rec,
+		started: time.Now(), mode: "kernel", cfg: cfg, source: opts.ConfigPath, applied: time.Now(), kick: make(chan struct{}, 1),
+	}
+	if cfg.Mode == config.ModeAuto {
+		n.reason = "the kernel's in-kernel path manager is available (the only mode this version implements)"
+	}
+	rec.OnChange(n.onChange)
+
+	var ml net.Listener
+	if cfg.Metrics.Listen != "" {
+		n.metrics = metrics.New(func() float64 {
+			conns, err := dc.Connections(context.Background(), diag.Filter{NoSubflows: true})
+			if err != nil {
+				return 0
+			}
+			return float64(len(conns))
+		})
+		if ml, err = metrics.Listen(cfg.Metrics.Listen); err != nil {
+			return err
+		}
+	}
+
+	svc, err := listenAPI(cfg, n, log)
+	if err != nil {
+		if ml != nil {
+			_ = ml.Close()
+		}
+		return err
+	}
+	log.Info("mptcpd started", "mode", "kernel", "netns", cfg.NetNS, "config", opts.ConfigPath,
+		"path_managers", caps.PathManagers, "family_version", caps.FamilyVersion, "api", cfg.SocketPath())
+
+	bg, stopBG := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := svc.Serve(bg); err != nil {
+			log.Error("API stopped", "error", err)
+		}
+	})
+	if ml != nil {
+		wg.Go(func() {
+			if err := n.metrics.Serve(bg, ml); err != nil {
+				log.Error("metrics stopped", "error", err)
+			}
+		})
+	}
+	if caps.EventsGroup {
+		wg.Go(func() { n.kernelEventsLoop(bg) })
+	}
+
+	err = n.loop(ctx, svc)
+	stopBG()
+	wg.Wait()
 
 	notify(log, sddaemon.SdNotifyStopping)
 	relErr := rec.Release(cfg.KeepOnExit, cfg.KeepPathManager)
@@ -160,6 +226,7 @@ type watcher struct {
 	done   chan error
 	stop   context.CancelFunc
 	routes bool
+	ctx    context.Context // the daemon's, for a replacement watcher
 }
 
 // watch starts a Monitor of the namespace; it reads and watches routes only
@@ -174,9 +241,9 @@ func watch(ctx context.Context, nsfd int, routes bool) (*watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watching interfaces: %w", err)
 	}
-	ctx, stop := context.WithCancel(ctx)
-	w := &watcher{mon: mon, done: make(chan error, 1), stop: stop, routes: routes}
-	go func() { w.done <- mon.Run(ctx) }()
+	wctx, stop := context.WithCancel(ctx)
+	w := &watcher{mon: mon, done: make(chan error, 1), stop: stop, routes: routes, ctx: ctx}
+	go func() { w.done <- mon.Run(wctx) }()
 	return w, nil
 }
 
@@ -188,12 +255,20 @@ func (w *watcher) close() {
 
 // loop reconciles at start, on every interface change, on reload and
 // periodically, until ctx ends.
-func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Config, rec *pm.Reconciler, nsfd int) error {
-	w, err := watch(ctx, nsfd, cfg.Addresses.RequireRoute)
+func (n *node) loop(ctx context.Context, svc *api.Service) error {
+	opts, log := n.opts, n.log
+	w, err := watch(ctx, n.nsfd, n.cfg.Addresses.RequireRoute)
 	if err != nil {
 		return err
 	}
-	defer func() { w.close() }()
+	n.mu.Lock()
+	n.w = w
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.w.close()
+		n.mu.Unlock()
+	}()
 	resync := opts.Resync
 	if resync <= 0 {
 		resync = 5 * time.Minute
@@ -209,43 +284,33 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 	periodic := time.NewTicker(resync)
 	defer periodic.Stop()
 	backoff := time.Second
-	ready := false
 
 	// reconcile reads the interfaces and applies the policy. Only a change
 	// notification may use the state netmon keeps from notifications; the
 	// first run, retries, reloads and the periodic resync read everything
 	// afresh.
 	reconcile := func(why string) {
-		start := time.Now()
-		if why != "interface change" {
-			w.mon.Refresh()
-		}
-		st, err := w.mon.State()
-		if err == nil {
-			read := time.Since(start)
-			var res pm.Result
-			res, err = rec.Reconcile(cfg, st)
-			log.Debug("reconciled", "trigger", why, "changes", res.Changes(), "owned", len(res.Owned), "foreign", len(res.Foreign), "skipped", len(res.Skipped),
-				"read_interfaces", read, "took", time.Since(start))
-			for _, s := range res.Skipped {
-				log.Debug("address not used", "addr", s.Addr, "interface", s.Interface, "reason", s.Reason)
-			}
-		}
-		if err != nil {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if err := n.reconcile(why, why != "interface change"); err != nil {
 			log.Error("reconcile failed; retrying", "trigger", why, "error", err, "retry_in", backoff)
 			retry.Reset(backoff)
 			backoff = min(2*backoff, 30*time.Second)
 			return
 		}
 		backoff = time.Second
-		if !ready {
-			ready = true
+		if !n.ready {
+			n.ready = true
+			svc.SetServing(true)
 			notify(log, sddaemon.SdNotifyReady)
 			log.Info("ready", "reason", "first reconcile done")
 		}
 	}
 
 	for {
+		n.mu.Lock()
+		w := n.w
+		n.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -254,6 +319,8 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 				return nil
 			}
 			return fmt.Errorf("watching interfaces stopped: %w", err)
+		case <-n.kick:
+			// The watcher was replaced: select on the new one.
 		case <-retry.C:
 			reconcile("start or retry")
 		case <-w.mon.Changes():
@@ -264,28 +331,97 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 			notify(log, sddaemon.SdNotifyWatchdog)
 		case <-opts.Reload:
 			notify(log, sddaemon.SdNotifyReloading)
-			next, err := LoadConfig(Options{ConfigPath: opts.ConfigPath, NetNS: cfg.NetNS})
-			switch {
-			case err != nil:
-				log.Error("reload refused: the configuration is invalid; keeping the running one", "error", err)
-			case next.NetNS != cfg.NetNS || next.StateDir != cfg.StateDir:
-				log.Error("reload refused: netns and state_dir cannot change while running; restart mptcpd", "netns", next.NetNS, "state_dir", next.StateDir)
-			default:
-				if next.Addresses.RequireRoute != w.routes {
-					nw, err := watch(ctx, nsfd, next.Addresses.RequireRoute)
-					if err != nil {
-						log.Error("reload refused: cannot watch interfaces", "error", err)
-						break
-					}
-					w.close()
-					w = nw
-				}
-				cfg = next
-				setLevel(opts.LogLevel, cfg)
-				log.Info("configuration reloaded", "config", opts.ConfigPath)
-				reconcile("reload")
-			}
+			n.reload()
 			notify(log, sddaemon.SdNotifyReady)
 		}
 	}
+}
+
+// reload re-reads the configuration file and applies it (SIGHUP). An
+// invalid file, or one that changes what needs a restart, is refused and
+// the running policy kept.
+func (n *node) reload() {
+	log := n.log
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	next, err := LoadConfig(Options{ConfigPath: n.opts.ConfigPath, NetNS: n.cfg.NetNS})
+	switch {
+	case err != nil:
+		log.Error("reload refused: the configuration is invalid; keeping the running one", "error", err)
+		return
+	case next.NetNS != n.cfg.NetNS || next.StateDir != n.cfg.StateDir:
+		log.Error("reload refused: netns and state_dir cannot change while running; restart mptcpd", "netns", next.NetNS, "state_dir", next.StateDir)
+		return
+	case next.API != n.cfg.API || next.Metrics != n.cfg.Metrics:
+		log.Error("reload refused: [api] and [metrics] cannot change while running; restart mptcpd")
+		return
+	}
+	if err := n.switchWatcher(next); err != nil {
+		log.Error("reload refused: cannot watch interfaces", "error", err)
+		return
+	}
+	prev := n.cfg
+	n.cfg = next
+	setLevel(n.opts.LogLevel, next)
+	log.Info("configuration reloaded", "config", n.opts.ConfigPath)
+	if err := n.reconcile("reload", true); err != nil {
+		log.Error("reconcile after reload failed; the periodic resync retries", "error", err)
+	}
+	_ = prev
+	n.source, n.applied = n.opts.ConfigPath, time.Now()
+	n.broker.Publish(events.Event{Kind: events.KindPolicyApplied, Reason: "reload (SIGHUP)", Reconcile: n.lastReconcile})
+}
+
+// listenAPI opens the API's listeners as the configuration says.
+func listenAPI(cfg *config.Config, n *node, log *slog.Logger) (*api.Service, error) {
+	opts := api.Options{
+		Socket:    cfg.SocketPath(),
+		SocketGID: -1,
+		Access:    api.Access{DaemonUID: os.Getuid(), AdminGID: -1, ReadGID: os.Getgid(), AdminGroup: cfg.API.AdminGroup},
+		TCP:       cfg.API.TCP.Listen,
+		Insecure:  cfg.API.TCP.Insecure,
+		Log:       log,
+	}
+	if g := cfg.API.Group; g != "" {
+		gid, err := lookupGroup(g)
+		if err != nil {
+			return nil, fmt.Errorf("api.group: %w", err)
+		}
+		opts.SocketGID, opts.Access.ReadGID = gid, gid
+	}
+	if g := cfg.API.AdminGroup; g != "" {
+		gid, err := lookupGroup(g)
+		if err != nil {
+			return nil, fmt.Errorf("api.admin_group: %w", err)
+		}
+		opts.Access.AdminGID = gid
+	}
+	if t := cfg.API.TCP; t.Listen != "" && !t.Insecure {
+		tlsConf, err := api.ServerTLS(t.Cert, t.Key, t.ClientCA)
+		if err != nil {
+			return nil, err
+		}
+		opts.TLS = tlsConf
+	}
+	if n.metrics != nil {
+		m := n.metrics
+		opts.Unary = append(opts.Unary, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			resp, err := handler(ctx, req)
+			m.Request(info.FullMethod, status.Code(api.ToStatus(err)).String())
+			return resp, err
+		})
+	}
+	return api.Listen(opts, n)
+}
+
+func lookupGroup(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, fmt.Errorf("no group %q: %w", name, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, fmt.Errorf("group %q has gid %q: %w", name, g.Gid, err)
+	}
+	return gid, nil
 }

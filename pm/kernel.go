@@ -45,6 +45,8 @@ type Reconciler struct {
 	// daemon holds the namespace's lock), so they are read from the store
 	// once.
 	own *Ownership
+	// onChange, if set, is told of every change a reconcile makes.
+	onChange func(Change)
 	// deferTo, if set, names a manager of other endpoints (NetworkManager)
 	// whose interfaces are left to it: an interface with a foreign endpoint
 	// on it gets none of ours.
@@ -76,8 +78,14 @@ type Result struct {
 	Owned, Foreign []genl.Endpoint
 	// Skipped are addresses the policy did not make endpoints, with why.
 	Skipped []Skip
-	// Limits are the limits in the kernel after the run.
-	Limits genl.Limits
+	// Manual are the endpoints added on request (through the API), which
+	// the policy leaves alone.
+	Manual []genl.Endpoint
+	// Limits are the limits in the kernel after the run, LimitsBefore
+	// before it.
+	Limits, LimitsBefore genl.Limits
+	// Made are the changes made, in order, with their reasons.
+	Made []Change
 }
 
 // Changes returns the number of changes made to the kernel.
@@ -97,6 +105,12 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 		return res, err
 	}
 	res.Foreign = foreign
+	// Endpoints added on request are the operator's: the policy neither
+	// removes nor changes them, and they take room like foreign ones.
+	manual := own.manual(ours)
+	ours = slices.DeleteFunc(ours, func(ep genl.Endpoint) bool { return slices.Contains(manual, ep) })
+	res.Manual = manual
+	foreign = append(slices.Clip(foreign), manual...)
 
 	wants, skipped := Desired(cfg, st)
 	// A foreign endpoint with the same address and port stays as it is.
@@ -107,13 +121,17 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 	wants = slices.DeleteFunc(wants, func(w Want) bool {
 		ep, clash := foreignKeys[w.key()]
 		if clash {
+			who := "someone else"
+			if slices.Contains(manual, ep) {
+				who = "an API request"
+			}
 			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
-				Reason: fmt.Sprintf("endpoint id %d with this address was added by someone else; left alone", ep.ID)})
+				Reason: fmt.Sprintf("endpoint id %d with this address was added by %s; left alone", ep.ID, who)})
 		}
 		return clash
 	})
 	if r.deferTo != "" {
-		managed := foreignInterfaces(foreign, st)
+		managed := foreignInterfaces(res.Foreign, st)
 		wants = slices.DeleteFunc(wants, func(w Want) bool {
 			if managed[int(w.IfIndex)] {
 				skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
@@ -126,7 +144,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 	if room := MaxEndpoints - len(foreign); len(wants) > room {
 		for _, w := range wants[max(room, 0):] {
 			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
-				Reason: fmt.Sprintf("over the kernel's limit of %d endpoints (%d foreign); raise its rule's preference to prefer it", MaxEndpoints, len(foreign))})
+				Reason: fmt.Sprintf("over the kernel's limit of %d endpoints (%d foreign or added on request); raise its rule's preference to prefer it", MaxEndpoints, len(foreign))})
 		}
 		wants = wants[:max(room, 0)]
 	}
@@ -157,22 +175,27 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 				continue
 			}
 			res.Removed = append(res.Removed, ep)
+			res.Made = append(res.Made, Change{Action: ActionRemove, Endpoint: ep, Reason: reason})
 		case ep.IfIndex != w.IfIndex || ep.Flags&^changeableFlags != w.Flags&^changeableFlags:
-			if err := r.remove(&own, ep, fmt.Sprintf("rule %s now wants flags %s on interface %s; replacing it", w.Rule, w.Flags, w.Interface)); err != nil {
+			reason := fmt.Sprintf("rule %s now wants flags %s on interface %s; replacing it", w.Rule, w.Flags, w.Interface)
+			if err := r.remove(&own, ep, reason); err != nil {
 				errs = append(errs, err)
 				kept = append(kept, ep)
 				delete(wantByKey, keyOf(ep))
 				continue
 			}
 			res.Removed = append(res.Removed, ep)
+			res.Made = append(res.Made, Change{Action: ActionRemove, Endpoint: ep, Interface: w.Interface, Rule: w.Rule, Reason: reason})
 		case ep.Flags != w.Flags:
 			if err := r.kernel.SetEndpointFlags(ep.ID, w.Flags); err != nil {
 				errs = append(errs, fmt.Errorf("changing the flags of endpoint %d (%s): %w", ep.ID, ep.Addr, err))
 			} else {
 				r.log.Info("endpoint changed", "id", ep.ID, "addr", ep.Addr, "from", ep.Flags.String(), "to", w.Flags.String(),
 					"interface", w.Interface, "rule", w.Rule, "reason", "rule flags changed")
+				from := ep.Flags
 				ep.Flags = w.Flags
 				res.Changed = append(res.Changed, ep)
+				res.Made = append(res.Made, Change{Action: ActionUpdate, Endpoint: ep, From: from, Interface: w.Interface, Rule: w.Rule, Reason: "rule flags changed"})
 			}
 			kept = append(kept, ep)
 			delete(wantByKey, keyOf(ep))
@@ -192,15 +215,27 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 		errs = append(errs, err)
 	}
 	res.Added = added
+	for _, ep := range added {
+		w := wants[slices.IndexFunc(wants, func(w Want) bool { return w.key() == keyOf(ep) })]
+		res.Made = append(res.Made, Change{Action: ActionAdd, Endpoint: ep, Interface: w.Interface, Rule: w.Rule, Reason: reasonAdd})
+	}
 	kept = append(kept, added...)
 	slices.SortFunc(kept, func(a, b genl.Endpoint) int { return int(a.ID) - int(b.ID) })
 	res.Owned = kept
 
-	limits, err := r.applyLimits(&own, DesiredLimits(cfg, wants))
+	before, limits, err := r.applyLimits(&own, DesiredLimits(cfg, wants))
 	if err != nil {
 		errs = append(errs, err)
 	}
-	res.Limits = limits
+	res.Limits, res.LimitsBefore = limits, before
+	if before != limits {
+		res.Made = append(res.Made, Change{Action: ActionLimits, Limits: limits, LimitsFrom: before, Reason: "policy"})
+	}
+	if r.onChange != nil {
+		for _, c := range res.Made {
+			r.onChange(c)
+		}
+	}
 	return res, errors.Join(errs...)
 }
 
@@ -225,7 +260,9 @@ func (r *Reconciler) read() (own Ownership, ours, foreign []genl.Endpoint, err e
 			continue
 		}
 		ours = append(ours, ep)
-		own.Endpoints = append(own.Endpoints, OwnedEndpoint{ID: ep.ID, Addr: ep.Addr, Port: ep.Port})
+		rec := records[i]
+		rec.ID = ep.ID
+		own.Endpoints = append(own.Endpoints, rec)
 		records = slices.Delete(records, i, i+1)
 	}
 	if len(records) > 0 {
@@ -287,7 +324,7 @@ func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) 
 		ep := w.Endpoint()
 		ep.ID = id
 		eps = append(eps, ep)
-		own.Endpoints = append(own.Endpoints, OwnedEndpoint{ID: id, Addr: ep.Addr, Port: ep.Port})
+		own.Endpoints = append(own.Endpoints, OwnedEndpoint{ID: id, Addr: ep.Addr, Port: ep.Port, Rule: w.Rule})
 	}
 	if err := r.save(*own); err != nil {
 		own.Endpoints = own.Endpoints[:len(own.Endpoints)-len(eps)]
@@ -306,7 +343,7 @@ func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) 
 			continue
 		}
 		r.log.Info("endpoint added", "id", got.ID, "addr", got.Addr, "port", got.Port, "flags", got.Flags.String(),
-			"interface", w.Interface, "rule", w.Rule, "reason", "address on an interface the policy selects")
+			"interface", w.Interface, "rule", w.Rule, "reason", reasonAdd)
 		added = append(added, got)
 	}
 	if len(errs) > 0 {
@@ -342,27 +379,29 @@ func (r *Reconciler) remove(own *Ownership, ep genl.Endpoint, reason string) err
 	return r.save(*own)
 }
 
-func (r *Reconciler) applyLimits(own *Ownership, want genl.Limits) (genl.Limits, error) {
+// applyLimits sets the limits to want; it returns the limits before and
+// after.
+func (r *Reconciler) applyLimits(own *Ownership, want genl.Limits) (before, after genl.Limits, err error) {
 	cur, err := r.kernel.Limits()
 	if err != nil {
-		return cur, fmt.Errorf("reading the kernel's limits: %w", err)
+		return cur, cur, fmt.Errorf("reading the kernel's limits: %w", err)
 	}
 	if cur == want {
-		return cur, nil
+		return cur, cur, nil
 	}
 	if own.LimitsBefore == nil {
 		before := cur
 		own.LimitsBefore = &before
 		if err := r.save(*own); err != nil {
-			return cur, err
+			return cur, cur, err
 		}
 	}
 	if err := r.kernel.SetLimits(want); err != nil {
-		return cur, fmt.Errorf("setting limits to subflows %d add_addr_accepted %d: %w", want.Subflows, want.AddAddrAccepted, err)
+		return cur, cur, fmt.Errorf("setting limits to subflows %d add_addr_accepted %d: %w", want.Subflows, want.AddAddrAccepted, err)
 	}
 	r.log.Info("limits set", "subflows", want.Subflows, "add_addr_accepted", want.AddAddrAccepted,
 		"from_subflows", cur.Subflows, "from_add_addr_accepted", cur.AddAddrAccepted, "reason", "policy")
-	return want, nil
+	return cur, want, nil
 }
 
 // SelectPathManager sets the namespace's path manager, remembering the one

@@ -20,6 +20,10 @@ type OwnedEndpoint struct {
 	ID   uint8      `json:"id"`
 	Addr netip.Addr `json:"addr"`
 	Port uint16     `json:"port,omitempty"`
+	// Manual marks an endpoint added on request (the API), which the policy
+	// leaves alone; Rule names the policy rule that wanted the others.
+	Manual bool   `json:"manual,omitempty"`
+	Rule   string `json:"rule,omitempty"`
 }
 
 // Matches reports whether the kernel endpoint ep is the one recorded.
