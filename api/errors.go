@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
 
+	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/pm"
 )
@@ -38,6 +39,7 @@ var kinds = [...]struct {
 	{pm.ErrOwnedByPolicy, codes.FailedPrecondition, "OWNED_BY_POLICY"},
 	{genl.ErrUnavailable, codes.Unavailable, "UNAVAILABLE"},
 	{genl.ErrEventsLost, codes.Aborted, "EVENTS_LOST"},
+	{events.ErrTooSlow, codes.ResourceExhausted, "WATCHER_TOO_SLOW"},
 	{genl.ErrInvalid, codes.InvalidArgument, "INVALID"},
 }
 

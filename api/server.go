@@ -5,17 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/mptcpd/mptcpd/diag"
-	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/genl"
 	pb "github.com/mptcpd/mptcpd/proto/mptcpd/v1"
 )
@@ -39,6 +40,8 @@ type Server struct {
 	// stopping is closed when the service stops, which ends the streams.
 	stopping chan struct{}
 	stopOnce sync.Once
+	// pages keeps the listings of ListConnections between pages.
+	pages listings
 }
 
 // NewServer returns a Server over backend.
@@ -295,27 +298,47 @@ func (s *Server) ListConnections(ctx context.Context, req *pb.ListConnectionsReq
 	case size > MaxPageSize:
 		return nil, invalid("page_size", "%d is more than the %d allowed", size, MaxPageSize)
 	}
-	// The page token names the last connection of the previous page;
-	// connections come in order (see compareConns), so a page starts after it.
-	var after func(diag.Connection) bool
-	havePage := req.GetPageToken() != ""
-	if havePage {
+	// A page token is "<listing>@<last>": the listing the previous page
+	// came from, kept for a while so that paging through thousands of
+	// connections reads the kernel once, and the last connection of that
+	// page (see pageToken), to go on from a fresh listing when the kept one
+	// is gone. Connections come in order (see compareConns).
+	var (
+		after   func(diag.Connection) bool
+		conns   []diag.Connection
+		listing uint64
+	)
+	if tok := req.GetPageToken(); tok != "" {
+		id, last, kept := strings.Cut(tok, "@")
+		if !kept {
+			last = tok
+		}
 		var ok bool
-		if after, ok = parsePageToken(req.GetPageToken()); !ok {
-			return nil, invalid("page_token", "%q is not a page token from a previous response", req.GetPageToken())
+		if after, ok = parsePageToken(last); !ok {
+			return nil, invalid("page_token", "%q is not a page token from a previous response", tok)
+		}
+		if kept {
+			n, err := strconv.ParseUint(id, 10, 64)
+			if err != nil {
+				return nil, invalid("page_token", "%q is not a page token from a previous response", tok)
+			}
+			conns, listing = s.pages.get(n, req.GetListeners())
 		}
 	}
-	f := diag.Filter{}
-	if req.GetListeners() {
-		f.States = diag.AllStates
+	if conns == nil {
+		f := diag.Filter{}
+		if req.GetListeners() {
+			f.States = diag.AllStates
+		}
+		var err error
+		if conns, err = s.backend.Connections(ctx, f); err != nil {
+			return nil, err
+		}
+		slices.SortFunc(conns, compareConns)
+		listing = 0
 	}
-	conns, err := s.backend.Connections(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(conns, compareConns)
 	start := 0
-	if havePage {
+	if after != nil {
 		if start = slices.IndexFunc(conns, after); start < 0 {
 			start = len(conns)
 		}
@@ -325,10 +348,76 @@ func (s *Server) ListConnections(ctx context.Context, req *pb.ListConnectionsReq
 	for _, c := range conns[start:end] {
 		resp.Connections = append(resp.Connections, s.connectionToPB(c))
 	}
-	if end < len(conns) {
-		resp.NextPageToken = pageToken(conns[end-1])
+	switch {
+	case end < len(conns):
+		if listing == 0 {
+			listing = s.pages.put(conns, req.GetListeners())
+		}
+		resp.NextPageToken = strconv.FormatUint(listing, 10) + "@" + pageToken(conns[end-1])
+	case listing != 0:
+		s.pages.drop(listing)
 	}
 	return resp, nil
+}
+
+// listings keeps the connection listings that clients are paging through.
+type listings struct {
+	mu   sync.Mutex
+	last uint64
+	kept map[uint64]*listingEntry
+}
+
+type listingEntry struct {
+	conns     []diag.Connection
+	listeners bool
+	at        time.Time
+}
+
+const (
+	// listingTTL is how long a listing is kept for its next page; a client
+	// slower than that gets its next page from a fresh listing.
+	listingTTL = 30 * time.Second
+	// maxListings bounds the listings kept (the oldest goes first).
+	maxListings = 4
+)
+
+// put keeps a listing and returns its ID (never 0).
+func (l *listings) put(conns []diag.Connection, listeners bool) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.kept == nil {
+		l.kept = make(map[uint64]*listingEntry)
+	}
+	now := time.Now()
+	for id, e := range l.kept {
+		if now.Sub(e.at) > listingTTL {
+			delete(l.kept, id)
+		}
+	}
+	for len(l.kept) >= maxListings {
+		delete(l.kept, slices.Min(slices.Collect(maps.Keys(l.kept))))
+	}
+	l.last++
+	l.kept[l.last] = &listingEntry{conns: conns, listeners: listeners, at: now}
+	return l.last
+}
+
+// get returns a kept listing, or nil.
+func (l *listings) get(id uint64, listeners bool) ([]diag.Connection, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.kept[id]
+	if !ok || e.listeners != listeners || time.Since(e.at) > listingTTL {
+		return nil, 0
+	}
+	return e.conns, id
+}
+
+// drop forgets a listing whose last page was served.
+func (l *listings) drop(id uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.kept, id)
 }
 
 // compareConns orders connections by token, then (listeners all have
@@ -580,8 +669,8 @@ func (s *Server) Watch(req *pb.WatchRequest, stream pb.MptcpdService_WatchServer
 			return status.Error(codes.Unavailable, "mptcpd is stopping")
 		case e, ok := <-sub.C():
 			if !ok {
-				if errors.Is(sub.Err(), events.ErrTooSlow) {
-					return status.Error(codes.ResourceExhausted, sub.Err().Error())
+				if err := sub.Err(); err != nil {
+					return err
 				}
 				return status.Error(codes.Unavailable, "mptcpd is stopping")
 			}
