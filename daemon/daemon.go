@@ -128,7 +128,8 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer client.Close()
-	rec := pm.NewReconciler(kernel{client, nsfd}, pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}, log)
+	kern := &kernel{Client: client, nsfd: nsfd}
+	rec := pm.NewReconciler(kern, pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}, log)
 	if !caps.Enabled {
 		log.Warn("MPTCP is disabled in this namespace (net.mptcp.enabled = 0): endpoints are kept, but applications get plain TCP")
 	}
@@ -167,6 +168,7 @@ func Run(ctx context.Context, opts Options) error {
 		if ml, err = metrics.Listen(cfg.Metrics.Listen); err != nil {
 			return err
 		}
+		kern.metrics = n.metrics
 	}
 
 	svc, err := listenAPI(cfg, n, log)
