@@ -14,6 +14,7 @@ import (
 	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/pm"
+	"github.com/mptcpd/mptcpd/pm/userspace"
 )
 
 // Backend is what the API serves: the daemon. Its methods are called
@@ -44,6 +45,10 @@ type Backend interface {
 
 	Connections(ctx context.Context, f diag.Filter) ([]diag.Connection, error)
 	Connection(ctx context.Context, token uint32) (diag.Connection, error)
+	// ConnectionPolicy returns what the userspace path manager applies to
+	// the connection; false outside userspace mode or for a connection it
+	// does not track.
+	ConnectionPolicy(token uint32) (userspace.ConnInfo, bool)
 
 	Announce(token uint32, addr genl.Endpoint) error
 	Withdraw(token uint32, id uint8) error

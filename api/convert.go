@@ -146,6 +146,9 @@ func (s *Server) connectionToPB(c diag.Connection) *pb.Connection {
 		Uid:                c.UID,
 		Inode:              uint64(c.Inode),
 	}
+	if info, ok := s.backend.ConnectionPolicy(c.Token); ok {
+		out.Rule, out.Strategy, out.SubflowsWanted, out.ServerSide = info.Rule, info.Strategy, uint32(info.Wanted), info.Server
+	}
 	if len(c.Subflows) > 0 {
 		out.Subflows = make([]*pb.Subflow, len(c.Subflows))
 		for i, sf := range c.Subflows {
@@ -197,6 +200,7 @@ var kindPairs = [...]struct {
 	{events.KindPolicyApplied, pb.EventKind_EVENT_KIND_POLICY_APPLIED},
 	{events.KindReconciled, pb.EventKind_EVENT_KIND_RECONCILED},
 	{events.KindEventsLost, pb.EventKind_EVENT_KIND_EVENTS_LOST},
+	{events.KindDecision, pb.EventKind_EVENT_KIND_DECISION},
 }
 
 func kindToPB(k events.Kind) pb.EventKind {
@@ -253,6 +257,18 @@ func (s *Server) eventToPB(e events.Event, snapshot bool) *pb.WatchResponse {
 		Reason:   e.Reason,
 	}
 	switch {
+	case e.Decision != nil:
+		d := e.Decision
+		pd := &pb.Decision{
+			Action:       string(d.Action),
+			LocalAddress: addrString(d.Local.Addr()), LocalPort: uint32(d.Local.Port()),
+			RemoteAddress: addrString(d.Remote.Addr()), RemotePort: uint32(d.Remote.Port()),
+			LocalId: uint32(d.LocalID), RemoteId: uint32(d.RemoteID), Backup: d.Backup, Rule: d.Rule,
+		}
+		if d.Err != nil {
+			pd.Error = d.Err.Error()
+		}
+		out.Detail = &pb.WatchResponse_Decision{Decision: pd}
 	case e.Connection != nil:
 		out.Detail = &pb.WatchResponse_Connection{Connection: s.connectionToPB(*e.Connection)}
 	case e.Kernel != nil:

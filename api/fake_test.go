@@ -19,6 +19,7 @@ import (
 	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/pm"
+	"github.com/mptcpd/mptcpd/pm/userspace"
 	pb "github.com/mptcpd/mptcpd/proto/mptcpd/v1"
 )
 
@@ -135,6 +136,10 @@ func (f *fakeBackend) Filters() []diag.Filter {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.filters)
+}
+
+func (f *fakeBackend) ConnectionPolicy(uint32) (userspace.ConnInfo, bool) {
+	return userspace.ConnInfo{}, false
 }
 
 func (f *fakeBackend) Connection(_ context.Context, token uint32) (diag.Connection, error) {

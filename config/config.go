@@ -1,8 +1,10 @@
 // Package config reads and checks mptcpd's configuration file, a TOML
 // document (systemd/mptcpd.toml is the commented default), and answers the
-// two questions the path manager asks of it: which rule, if any, governs an
+// questions the path manager asks of it: which rule, if any, governs an
 // interface (Config.Match), and whether an address may become an endpoint
-// (Addresses.Allows).
+// (Addresses.Allows); in userspace mode, which rule governs a connection
+// (Userspace.Match), and whether a peer's announced address may be joined
+// (UserspacePeer.Allows).
 //
 // Every problem is reported with the file, the line and the key, what is
 // wrong and what is allowed, e.g.
@@ -78,6 +80,9 @@ type Config struct {
 	// not used. In the file each rule is a [[rule]] table; rules in a file
 	// replace the default rules as a whole.
 	Rules []Rule `toml:"rule"`
+	// Userspace is the policy of the userspace path manager (mode
+	// "userspace").
+	Userspace Userspace `toml:"userspace"`
 	// API is where the control API listens and who may use it.
 	API API `toml:"api"`
 	// Metrics is the optional Prometheus endpoint.
@@ -385,7 +390,9 @@ func (r Rule) EndpointFlags() genl.EndpointFlags {
 // Default returns the configuration an empty file gives: kernel mode, both
 // limits "auto", global unicast IPv4 and IPv6 addresses (including ULAs) of
 // any interface but loopback, and one rule, "default", that gives the
-// addresses of physical, wwan, vlan and bond interfaces the subflow flag.
+// addresses of physical, wwan, vlan and bond interfaces the subflow flag;
+// in userspace mode, a full mesh on client-side connections and
+// announcements on server-side ones.
 func Default() *Config {
 	return &Config{
 		Mode:     ModeKernel,
@@ -405,6 +412,7 @@ func Default() *Config {
 			Kinds: []Kind{KindPhysical, KindWWAN, KindVLAN, KindBond},
 			Flags: []string{"subflow"},
 		}},
+		Userspace: defaultUserspace(),
 	}
 }
 
@@ -440,6 +448,7 @@ func Parse(data []byte, filename string) (*Config, error) {
 	if err := dec.Decode(c); err != nil {
 		return nil, d.decodeError(err)
 	}
+	c.Userspace.fillRuleDefaults(d)
 	c.normalize()
 	if errs := c.validate(d); len(errs) > 0 {
 		return nil, joinErrors(errs)
@@ -451,6 +460,7 @@ func Parse(data []byte, filename string) (*Config, error) {
 // empty list gives the same Config as one that leaves it out, and names
 // unnamed rules.
 func (c *Config) normalize() {
+	c.Userspace.normalize()
 	nilIfEmpty(&c.Addresses.AllowPrefixes)
 	nilIfEmpty(&c.Addresses.DenyPrefixes)
 	nilIfEmpty(&c.Interfaces.Allow)
@@ -593,19 +603,8 @@ func (c *Config) validate(d *document) []*Error {
 	if !a.IPv4 && !a.IPv6 {
 		p.add("addresses.ipv4", 0, "ipv4 and ipv6 are both false, so no address could be used (set at least one of them to true)")
 	}
-	for _, l := range []struct {
-		key  string
-		list []netip.Prefix
-	}{
-		{"addresses.allow_prefixes", a.AllowPrefixes},
-		{"addresses.deny_prefixes", a.DenyPrefixes},
-	} {
-		for i, pfx := range l.list {
-			if !pfx.IsValid() {
-				p.add(l.key, i+1, "element %d is not a valid prefix (want %s)", i+1, wantPrefix)
-			}
-		}
-	}
+	checkPrefixes(p, "addresses.allow_prefixes", a.AllowPrefixes)
+	checkPrefixes(p, "addresses.deny_prefixes", a.DenyPrefixes)
 
 	in := c.Interfaces
 	if len(in.Allow) == 0 {
@@ -618,16 +617,9 @@ func (c *Config) validate(d *document) []*Error {
 	if len(c.Rules) == 0 {
 		p.add("rule", 0, "no rules, so no interface would be used (add at least one [[rule]] table)")
 	}
-	names := make(map[string]int)
+	checkNames(p, "rule", c.Rules, func(r *Rule) string { return r.Name })
 	for i, r := range c.Rules {
 		key := fmt.Sprintf("rule[%d]", i+1)
-		if r.Name != "" {
-			if j, ok := names[r.Name]; ok {
-				p.add(key+".name", 0, "%q is also the name of rule[%d] (give each rule its own name)", r.Name, j)
-			} else {
-				names[r.Name] = i + 1
-			}
-		}
 		checkPatterns(p, key+".interfaces", r.Interfaces)
 		checkKinds(p, key+".kinds", r.Kinds)
 		f := checkFlags(p, key+".flags", r.Flags)
@@ -635,6 +627,7 @@ func (c *Config) validate(d *document) []*Error {
 			p.add(key+".port", 0, `a port needs the signal flag (add "signal" to flags, or set port = 0)`)
 		}
 	}
+	c.Userspace.validate(p)
 	c.validateAPI(p)
 	return p.errs
 }
@@ -718,6 +711,38 @@ func join[S ~[]E, E ~string](list S) string {
 		words[i] = string(w)
 	}
 	return strings.Join(words, ", ")
+}
+
+// checkPrefixes reports the elements of a list of prefixes that are not
+// valid, or that no address matches because addresses are compared
+// unmapped.
+func checkPrefixes(p *problems, key string, list []netip.Prefix) {
+	for i, pfx := range list {
+		switch {
+		case !pfx.IsValid():
+			p.add(key, i+1, "element %d is not a valid prefix (want %s)", i+1, wantPrefix)
+		case pfx.Addr().Is4In6() && pfx.Bits() >= 96:
+			v4 := netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+			p.add(key, i+1, "%s is an IPv4-mapped IPv6 prefix, which matches nothing: addresses are compared as IPv4 (write %q)", pfx, v4)
+		}
+	}
+}
+
+// checkNames reports the elements of the list at key whose name, if any,
+// an earlier element has.
+func checkNames[E any](p *problems, key string, list []E, name func(*E) string) {
+	first := make(map[string]int)
+	for i := range list {
+		n := name(&list[i])
+		if n == "" {
+			continue
+		}
+		if j, ok := first[n]; ok {
+			p.add(fmt.Sprintf("%s[%d].name", key, i+1), 0, "%q is also the name of %s[%d] (give each rule its own name)", n, key, j)
+		} else {
+			first[n] = i + 1
+		}
+	}
 }
 
 func checkPatterns(p *problems, key string, patterns []string) {
@@ -852,6 +877,12 @@ func (d *document) line(key string) int {
 		key = key[:i]
 	}
 	return 0
+}
+
+// has reports whether the document defines key.
+func (d *document) has(key string) bool {
+	_, ok := d.keys[key]
+	return ok
 }
 
 func (d *document) record(key string, r unstable.Range, what placeKind) {
@@ -1067,6 +1098,15 @@ func (d *document) value(key string, t reflect.Type, n *unstable.Node) {
 			d.errorAtRange(n.Raw, key, "invalid prefix %q: %v (want %s)", n.Data, err, wantPrefix)
 		}
 		return
+	case t == reflect.TypeFor[Duration]():
+		if n.Kind != unstable.String {
+			mismatch()
+			return
+		}
+		if _, err := parseDuration(string(n.Data)); err != nil {
+			d.errorAtRange(n.Raw, key, "%v", err)
+		}
+		return
 	}
 	switch t.Kind() {
 	case reflect.Bool:
@@ -1147,7 +1187,11 @@ func fits(t reflect.Type, v int64) bool {
 // isTable reports whether values of t are TOML tables: structs, but for
 // the types that are written as one value.
 func isTable(t reflect.Type) bool {
-	return t.Kind() == reflect.Struct && t != reflect.TypeFor[Limit]() && t != reflect.TypeFor[netip.Prefix]()
+	switch t {
+	case reflect.TypeFor[Limit](), reflect.TypeFor[netip.Prefix](), reflect.TypeFor[Duration]():
+		return false
+	}
+	return t.Kind() == reflect.Struct
 }
 
 func isTableList(t reflect.Type) bool { return t.Kind() == reflect.Slice && isTable(t.Elem()) }
@@ -1243,7 +1287,8 @@ func want(key string) string {
 		return `a string: "text" or "json"`
 	case "limits.subflows", "limits.add_addr_accepted":
 		return wantLimit
-	case "addresses.allow_prefixes", "addresses.deny_prefixes":
+	case "addresses.allow_prefixes", "addresses.deny_prefixes",
+		"userspace.peer.allow_prefixes", "userspace.peer.deny_prefixes", "userspace.rule.remote_prefixes":
 		if elem {
 			return "a string in " + wantPrefix
 		}
@@ -1263,17 +1308,44 @@ func want(key string) string {
 			return "a string: one of " + join(flagWords())
 		}
 		return `a list of flags, e.g. ["subflow", "backup"]`
-	case "rule.name":
+	case "rule.name", "userspace.rule.name":
 		return "a string"
 	case "rule.port":
 		return "an integer 0..65535 (0 for none)"
 	case "rule.preference":
 		return "an integer (higher wins)"
-	case "rule":
+	case "rule", "userspace.rule":
 		if elem {
-			return "a [[rule]] table"
+			return fmt.Sprintf("a [[%s]] table", stripIndexes(key))
 		}
-		return "[[rule]] tables"
+		return fmt.Sprintf("[[%s]] tables", stripIndexes(key))
+	case "userspace.peer.accept", "userspace.rule.announce":
+		return "true or false"
+	case "userspace.peer.max_accepted":
+		return fmt.Sprintf("an integer 0..%d", maxAcceptedMax)
+	case "userspace.peer.rate":
+		return fmt.Sprintf("an integer 1..%d (announcements per second)", rateMax)
+	case "userspace.retry.initial":
+		return fmt.Sprintf("a duration %s..%s: %s", Duration{initialMin}, Duration{initialMax}, wantDuration)
+	case "userspace.retry.max":
+		return fmt.Sprintf("a duration from initial up to %s: %s", Duration{retryMaxMax}, wantDuration)
+	case "userspace.retry.attempts":
+		return fmt.Sprintf("an integer 0..%d (0 never re-creates)", attemptsMax)
+	case "userspace.rule.side":
+		return `a string: "client", "server" or "any"`
+	case "userspace.rule.remote_ports", "userspace.rule.local_ports":
+		if elem {
+			return "an integer 1..65535"
+		}
+		return "a list of ports, e.g. [443, 8443]"
+	case "userspace.rule.strategy":
+		return `a string: "fullmesh", "per-interface", "ndiffports", "backup" or "none"`
+	case "userspace.rule.max_subflows":
+		return fmt.Sprintf("an integer 1..%d (the initial subflow included)", subflowsMax)
+	case "userspace.rule.subflows":
+		return fmt.Sprintf("an integer 2..%d, at most max_subflows", subflowsMax)
+	case "userspace.rule.announce_port":
+		return "an integer 0..65535 (0 for the connection's own port)"
 	case "api.socket":
 		return `a string: an absolute path, or "" for one under state_dir`
 	case "api.group", "api.admin_group":
@@ -1284,7 +1356,8 @@ func want(key string) string {
 		return `a string: an absolute path to a PEM file`
 	case "api.tcp.insecure":
 		return "true or false"
-	case "log", "limits", "addresses", "interfaces", "api", "api.tcp", "metrics":
+	case "log", "limits", "addresses", "interfaces", "api", "api.tcp", "metrics",
+		"userspace", "userspace.peer", "userspace.retry":
 		return fmt.Sprintf("a table, [%s]", key)
 	}
 	return "what systemd/mptcpd.toml shows"
@@ -1378,7 +1451,10 @@ func keysOf(t reflect.Type) string {
 		}
 	}
 	s := strings.Join(keys, ", ")
-	if len(tables) > 0 {
+	switch {
+	case len(tables) > 0 && len(keys) == 0:
+		s = "the tables " + strings.Join(tables, ", ")
+	case len(tables) > 0:
 		s += " and the tables " + strings.Join(tables, ", ")
 	}
 	return s

@@ -71,8 +71,8 @@ func LoadConfig(opts Options) (*config.Config, error) {
 		}
 		cfg.NetNS = opts.NetNS
 	}
-	if cfg.Mode != "kernel" && cfg.Mode != "auto" {
-		return nil, fmt.Errorf("%s: mode %q is not available in this version of mptcpd: only \"kernel\" (and \"auto\", which picks it) are; set mode = \"kernel\"", opts.ConfigPath, cfg.Mode)
+	if cfg.Mode == config.ModeFallback {
+		return nil, fmt.Errorf("%s: mode %q is not available in this version of mptcpd: \"kernel\", \"userspace\" and \"auto\" are; set one of them", opts.ConfigPath, cfg.Mode)
 	}
 	return cfg, nil
 }
@@ -120,10 +120,16 @@ func Run(ctx context.Context, opts Options) error {
 	if !caps.Family {
 		return fmt.Errorf("the kernel has no MPTCP path manager (no %s netlink family): %w", genl.FamilyName, genl.ErrUnavailable)
 	}
-	if cfg.Mode == "auto" {
-		log.Info("mode auto picked kernel", "reason", "the only mode this version implements")
+	mode, reason := pickMode(cfg.Mode, caps)
+	if cfg.Mode == config.ModeAuto {
+		log.Info("mode auto picked "+mode, "reason", reason)
 	}
-	client, err := genl.New(genl.WithNetNS(nsfd))
+	if mode == "userspace" && !caps.Supports(genl.PathManagerUserspace) {
+		return fmt.Errorf("mode userspace: this kernel has no userspace path manager (it has %v): %w; set mode = \"kernel\"", caps.PathManagers, genl.ErrUnavailable)
+	}
+	// A large event buffer: in userspace mode every connection's events
+	// are decisions to make, and a burst must not overflow it.
+	client, err := genl.New(genl.WithNetNS(nsfd), genl.WithEventBuffer(16<<20))
 	if err != nil {
 		return err
 	}
@@ -137,7 +143,11 @@ func Run(ctx context.Context, opts Options) error {
 		rec.DeferTo("NetworkManager")
 		log.Info("NetworkManager runs in this namespace: interfaces on which it has MPTCP endpoints are left to it")
 	}
-	if err := rec.SelectPathManager(genl.PathManagerKernel); err != nil {
+	pmName := genl.PathManagerKernel
+	if mode == "userspace" {
+		pmName = genl.PathManagerUserspace
+	}
+	if err := rec.SelectPathManager(pmName); err != nil {
 		return err
 	}
 
@@ -149,10 +159,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	n := &node{
 		log: log, opts: opts, nsfd: nsfd, caps: caps, client: client, diag: dc, rec: rec,
-		started: time.Now(), mode: "kernel", cfg: cfg, source: opts.ConfigPath, applied: time.Now(), kick: make(chan struct{}, 1),
-	}
-	if cfg.Mode == config.ModeAuto {
-		n.reason = "the kernel's in-kernel path manager is available (the only mode this version implements)"
+		started: time.Now(), mode: mode, reason: reason, cfg: cfg, source: opts.ConfigPath, applied: time.Now(), kick: make(chan struct{}, 1),
 	}
 	rec.OnChange(n.onChange)
 
@@ -178,10 +185,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		return err
 	}
-	log.Info("mptcpd started", "mode", "kernel", "netns", cfg.NetNS, "config", opts.ConfigPath,
+	log.Info("mptcpd started", "mode", mode, "netns", cfg.NetNS, "config", opts.ConfigPath,
 		"path_managers", caps.PathManagers, "family_version", caps.FamilyVersion, "api", cfg.SocketPath())
 
 	bg, stopBG := context.WithCancel(ctx)
+	n.bg = bg
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := svc.Serve(bg); err != nil {
@@ -202,6 +210,9 @@ func Run(ctx context.Context, opts Options) error {
 	err = n.loop(ctx, svc)
 	stopBG()
 	wg.Wait()
+	if n.usDone != nil {
+		<-n.usDone
+	}
 
 	notify(log, sddaemon.SdNotifyStopping)
 	relErr := rec.Release(cfg.KeepOnExit, cfg.KeepPathManager)
@@ -426,4 +437,20 @@ func lookupGroup(name string) (int, error) {
 		return -1, fmt.Errorf("group %q has gid %q: %w", name, g.Gid, err)
 	}
 	return gid, nil
+}
+
+// pickMode returns the mode to run in for the configured one: auto picks
+// the userspace path manager when the kernel has it (the daemon then
+// decides per connection), the in-kernel one otherwise.
+func pickMode(configured config.Mode, caps genl.Capabilities) (mode, reason string) {
+	switch configured {
+	case config.ModeAuto:
+		if caps.Supports(genl.PathManagerUserspace) {
+			return "userspace", "the kernel has the userspace path manager, so mptcpd decides per connection"
+		}
+		return "kernel", "the kernel has no userspace path manager; its in-kernel one decides"
+	case config.ModeUserspace:
+		return "userspace", ""
+	}
+	return "kernel", ""
 }

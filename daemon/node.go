@@ -21,6 +21,7 @@ import (
 	"github.com/mptcpd/mptcpd/metrics"
 	"github.com/mptcpd/mptcpd/netmon"
 	"github.com/mptcpd/mptcpd/pm"
+	"github.com/mptcpd/mptcpd/pm/userspace"
 )
 
 // node is one running daemon: the namespace it manages, its kernel
@@ -40,6 +41,12 @@ type node struct {
 	reason  string // why, when auto chose it
 
 	kernelEvents atomic.Uint64
+	// us is the userspace path manager (userspace mode), set at the
+	// first reconcile; usDone reports its end.
+	us     atomic.Pointer[userspace.Manager]
+	usDone <-chan error
+	// bg is the context of the daemon's background work.
+	bg context.Context
 	// kick tells the loop that the watcher was replaced.
 	kick chan struct{}
 
@@ -89,6 +96,18 @@ func (n *node) reconcile(why string, fresh bool) error {
 	if err == nil {
 		read := time.Since(start)
 		n.publishInterfaceChanges(st)
+		if n.mode == "userspace" {
+			err = n.reconcileUserspace(st)
+			took := time.Since(start)
+			n.reconcileRuns++
+			if err != nil {
+				n.reconcileErrors++
+			}
+			n.metrics.Reconciled(err)
+			n.lastReconcile = &events.Reconcile{Time: start, Trigger: why, Err: err, Took: took}
+			n.broker.Publish(events.Event{Kind: events.KindReconciled, Reconcile: n.lastReconcile})
+			return err
+		}
 		res, err = n.rec.Reconcile(n.cfg, st)
 		n.log.Debug("reconciled", "trigger", why, "changes", res.Changes(), "owned", len(res.Owned), "foreign", len(res.Foreign), "skipped", len(res.Skipped),
 			"read_interfaces", read, "took", time.Since(start))
@@ -109,6 +128,22 @@ func (n *node) reconcile(why string, fresh bool) error {
 	n.lastReconcile = &events.Reconcile{Time: start, Trigger: why, Err: err, Changes: res.Changes() + limitChange(res), Took: took}
 	n.broker.Publish(events.Event{Kind: events.KindReconciled, Reconcile: n.lastReconcile})
 	return err
+}
+
+// reconcileUserspace gives the userspace path manager the policy for st,
+// starting it the first time. The caller holds n.mu.
+func (n *node) reconcileUserspace(st netmon.State) error {
+	if m := n.us.Load(); m != nil {
+		m.SetPolicy(userspacePolicy(n.cfg, st, m.Policy()))
+		return nil
+	}
+	m, done, err := n.startUserspace(n.bg, st)
+	if err != nil {
+		return err
+	}
+	n.usDone = done
+	n.us.Store(m)
+	return nil
 }
 
 func limitChange(res pm.Result) int {
@@ -205,7 +240,13 @@ func (n *node) kernelEventsLoop(ctx context.Context) {
 			evs, err := sub.Receive()
 			if errors.Is(err, genl.ErrEventsLost) {
 				n.log.Warn("kernel MPTCP events were lost (socket buffer overflowed)")
+				n.metrics.NetlinkError("events_lost")
 				n.broker.Publish(events.Event{Kind: events.KindEventsLost, Reason: "the kernel's event socket overflowed; re-read the state"})
+				if m := n.us.Load(); m != nil {
+					if err := m.Resync(ctx); err != nil && ctx.Err() == nil {
+						n.log.Error("resynchronising the userspace path manager", "error", err)
+					}
+				}
 				continue
 			}
 			if err != nil {
@@ -214,6 +255,9 @@ func (n *node) kernelEventsLoop(ctx context.Context) {
 					n.metrics.NetlinkError("events")
 				}
 				break
+			}
+			if m := n.us.Load(); m != nil {
+				m.Handle(evs) // decisions first
 			}
 			for i := range evs {
 				n.kernelEvent(&evs[i])
@@ -346,6 +390,9 @@ func (n *node) Limits() (genl.Limits, bool, error) {
 
 // SetLimits makes the running policy's limits explicit and applies them.
 func (n *node) SetLimits(l genl.Limits) (genl.Limits, error) {
+	if n.mode != "kernel" {
+		return genl.Limits{}, fmt.Errorf("%w: the limits are the in-kernel path manager's; in %s mode the rules' max_subflows and userspace.peer.max_accepted apply", pm.ErrWrongMode, n.mode)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	next := *n.cfg
@@ -403,6 +450,9 @@ func (n *node) PlanPolicy(doc string) (pm.Result, error) {
 	if err != nil {
 		return pm.Result{}, err
 	}
+	if n.mode != "kernel" {
+		return pm.Result{}, nil // no endpoints to change: the rules apply to new decisions
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st, err := n.freshState()
@@ -419,6 +469,14 @@ func (n *node) ApplyPolicy(doc string) (pm.Result, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.mode != "kernel" {
+		if err := n.applyLocked(next, "api"); err != nil {
+			return pm.Result{}, err
+		}
+		n.log.Info("policy applied", "source", "api")
+		n.broker.Publish(events.Event{Kind: events.KindPolicyApplied, Reason: "API request", Reconcile: n.lastReconcile})
+		return pm.Result{}, nil
+	}
 	st, err := n.freshState()
 	if err != nil {
 		return pm.Result{}, err
@@ -480,6 +538,13 @@ func (n *node) switchWatcher(next *config.Config) error {
 
 func (n *node) Connections(ctx context.Context, f diag.Filter) ([]diag.Connection, error) {
 	return n.diag.Connections(ctx, f)
+}
+
+func (n *node) ConnectionPolicy(token uint32) (userspace.ConnInfo, bool) {
+	if m := n.us.Load(); m != nil {
+		return m.Info(token)
+	}
+	return userspace.ConnInfo{}, false
 }
 
 func (n *node) Connection(ctx context.Context, token uint32) (diag.Connection, error) {

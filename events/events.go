@@ -12,6 +12,7 @@ import (
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/netmon"
 	"github.com/mptcpd/mptcpd/pm"
+	"github.com/mptcpd/mptcpd/pm/userspace"
 )
 
 // Kind says what happened.
@@ -41,6 +42,7 @@ const (
 	KindPolicyApplied
 	KindReconciled
 	KindEventsLost
+	KindDecision
 )
 
 // KernelKind returns the Kind of a kernel event type, and false for a type
@@ -97,6 +99,8 @@ type Event struct {
 	Reconcile *Reconcile       // Reconciled, PolicyApplied
 	// Connection is a connection with its subflows, in a snapshot.
 	Connection *diag.Connection
+	// Decision is a decision of the userspace path manager (Decision).
+	Decision *userspace.Decision
 }
 
 // ErrTooSlow ends a subscription whose reader fell behind by more than its

@@ -123,6 +123,14 @@ func (a *app) printConnection(c *mptcpdv1.Connection) error {
 	t.row("remote:", hostPort(c.GetRemoteAddress(), c.GetRemotePort()))
 	t.row("state:", c.GetState())
 	t.row("fallback to TCP:", yesNo(c.GetFallback()))
+	if c.GetRule() != "" {
+		side := "client"
+		if c.GetServerSide() {
+			side = "server"
+		}
+		t.row("policy:", fmt.Sprintf("rule %q, strategy %s, %s side, %d subflows wanted",
+			c.GetRule(), c.GetStrategy(), side, c.GetSubflowsWanted()))
+	}
 	t.row("path manager:", fmt.Sprintf("announced %d, accepted %d, local addresses used %d",
 		c.GetAddAddrSignal(), c.GetAddAddrAccepted(), c.GetLocalAddrUsed()))
 	t.row("bytes:", fmt.Sprintf("%d sent, %d received, %d acked, %d retransmitted",

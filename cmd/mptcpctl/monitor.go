@@ -225,6 +225,22 @@ func (a *app) eventLine(ev *mptcpdv1.WatchResponse) string {
 	case *mptcpdv1.WatchResponse_Limits:
 		add("subflows", num(d.Limits.GetSubflows()))
 		add("add_addr_accepted", num(d.Limits.GetAddAddrAccepted()))
+	case *mptcpdv1.WatchResponse_Decision:
+		dc := d.Decision
+		add("action", dc.GetAction())
+		add("saddr", hostPort(dc.GetLocalAddress(), dc.GetLocalPort()))
+		add("daddr", hostPort(dc.GetRemoteAddress(), dc.GetRemotePort()))
+		if dc.GetLocalId() != 0 {
+			add("locid", num(dc.GetLocalId()))
+		}
+		if dc.GetRemoteId() != 0 {
+			add("remid", num(dc.GetRemoteId()))
+		}
+		if dc.GetBackup() {
+			add("backup", "yes")
+		}
+		add("rule", quote(dc.GetRule()))
+		add("error", quote(dc.GetError()))
 	case *mptcpdv1.WatchResponse_Reconcile:
 		r := d.Reconcile
 		add("trigger", quote(r.GetTrigger()))

@@ -285,6 +285,8 @@ const (
 	EventKind_EVENT_KIND_RECONCILED       EventKind = 21
 	// Kernel events were lost (the socket overflowed); state was re-read.
 	EventKind_EVENT_KIND_EVENTS_LOST EventKind = 22
+	// A decision of the userspace path manager, with its reason.
+	EventKind_EVENT_KIND_DECISION EventKind = 23
 )
 
 // Enum value maps for EventKind.
@@ -313,6 +315,7 @@ var (
 		20: "EVENT_KIND_POLICY_APPLIED",
 		21: "EVENT_KIND_RECONCILED",
 		22: "EVENT_KIND_EVENTS_LOST",
+		23: "EVENT_KIND_DECISION",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":            0,
@@ -338,6 +341,7 @@ var (
 		"EVENT_KIND_POLICY_APPLIED":         20,
 		"EVENT_KIND_RECONCILED":             21,
 		"EVENT_KIND_EVENTS_LOST":            22,
+		"EVENT_KIND_DECISION":               23,
 	}
 )
 
@@ -2249,8 +2253,15 @@ type Connection struct {
 	BytesRetransmitted uint64     `protobuf:"varint,14,opt,name=bytes_retransmitted,json=bytesRetransmitted,proto3" json:"bytes_retransmitted,omitempty"`
 	Subflows           []*Subflow `protobuf:"bytes,15,rep,name=subflows,proto3" json:"subflows,omitempty"`
 	// The process owning the socket (0 when unknown).
-	Uid           uint32 `protobuf:"varint,16,opt,name=uid,proto3" json:"uid,omitempty"`
-	Inode         uint64 `protobuf:"varint,17,opt,name=inode,proto3" json:"inode,omitempty"`
+	Uid   uint32 `protobuf:"varint,16,opt,name=uid,proto3" json:"uid,omitempty"`
+	Inode uint64 `protobuf:"varint,17,opt,name=inode,proto3" json:"inode,omitempty"`
+	// Userspace mode: the rule that matched the connection, its strategy,
+	// and how many subflows it wants (the initial one included).
+	Rule           string `protobuf:"bytes,18,opt,name=rule,proto3" json:"rule,omitempty"`
+	Strategy       string `protobuf:"bytes,19,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	SubflowsWanted uint32 `protobuf:"varint,20,opt,name=subflows_wanted,json=subflowsWanted,proto3" json:"subflows_wanted,omitempty"`
+	// This host accepted the connection.
+	ServerSide    bool `protobuf:"varint,21,opt,name=server_side,json=serverSide,proto3" json:"server_side,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2402,6 +2413,34 @@ func (x *Connection) GetInode() uint64 {
 		return x.Inode
 	}
 	return 0
+}
+
+func (x *Connection) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *Connection) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *Connection) GetSubflowsWanted() uint32 {
+	if x != nil {
+		return x.SubflowsWanted
+	}
+	return 0
+}
+
+func (x *Connection) GetServerSide() bool {
+	if x != nil {
+		return x.ServerSide
+	}
+	return false
 }
 
 // Subflow is one TCP subflow of a connection.
@@ -3424,6 +3463,7 @@ type WatchResponse struct {
 	//	*WatchResponse_Endpoint
 	//	*WatchResponse_Limits
 	//	*WatchResponse_Reconcile
+	//	*WatchResponse_Decision
 	Detail        isWatchResponse_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3582,6 +3622,15 @@ func (x *WatchResponse) GetReconcile() *Reconcile {
 	return nil
 }
 
+func (x *WatchResponse) GetDecision() *Decision {
+	if x != nil {
+		if x, ok := x.Detail.(*WatchResponse_Decision); ok {
+			return x.Decision
+		}
+	}
+	return nil
+}
+
 type isWatchResponse_Detail interface {
 	isWatchResponse_Detail()
 }
@@ -3622,6 +3671,10 @@ type WatchResponse_Reconcile struct {
 	Reconcile *Reconcile `protobuf:"bytes,18,opt,name=reconcile,proto3,oneof"`
 }
 
+type WatchResponse_Decision struct {
+	Decision *Decision `protobuf:"bytes,19,opt,name=decision,proto3,oneof"`
+}
+
 func (*WatchResponse_Connection) isWatchResponse_Detail() {}
 
 func (*WatchResponse_Subflow) isWatchResponse_Detail() {}
@@ -3640,6 +3693,131 @@ func (*WatchResponse_Limits) isWatchResponse_Detail() {}
 
 func (*WatchResponse_Reconcile) isWatchResponse_Detail() {}
 
+func (*WatchResponse_Decision) isWatchResponse_Detail() {}
+
+// Decision is one decision of the userspace path manager.
+type Decision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// create-subflow, destroy-subflow, retry-subflow, give-up-subflow,
+	// announce, withdraw, accept-announcement, refuse-announcement,
+	// promote-backup, demote-backup, adopt-connection, command-failed,
+	// listen, stop-listening.
+	Action        string `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	LocalAddress  string `protobuf:"bytes,2,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"`
+	LocalPort     uint32 `protobuf:"varint,3,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	RemoteAddress string `protobuf:"bytes,4,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	RemotePort    uint32 `protobuf:"varint,5,opt,name=remote_port,json=remotePort,proto3" json:"remote_port,omitempty"`
+	LocalId       uint32 `protobuf:"varint,6,opt,name=local_id,json=localId,proto3" json:"local_id,omitempty"`
+	RemoteId      uint32 `protobuf:"varint,7,opt,name=remote_id,json=remoteId,proto3" json:"remote_id,omitempty"`
+	Backup        bool   `protobuf:"varint,8,opt,name=backup,proto3" json:"backup,omitempty"`
+	// The rule of the connection.
+	Rule string `protobuf:"bytes,9,opt,name=rule,proto3" json:"rule,omitempty"`
+	// The kernel's refusal, if the command failed.
+	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Decision) Reset() {
+	*x = Decision{}
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decision) ProtoMessage() {}
+
+func (x *Decision) ProtoReflect() protoreflect.Message {
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
+func (*Decision) Descriptor() ([]byte, []int) {
+	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *Decision) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Decision) GetLocalAddress() string {
+	if x != nil {
+		return x.LocalAddress
+	}
+	return ""
+}
+
+func (x *Decision) GetLocalPort() uint32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
+func (x *Decision) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+func (x *Decision) GetRemotePort() uint32 {
+	if x != nil {
+		return x.RemotePort
+	}
+	return 0
+}
+
+func (x *Decision) GetLocalId() uint32 {
+	if x != nil {
+		return x.LocalId
+	}
+	return 0
+}
+
+func (x *Decision) GetRemoteId() uint32 {
+	if x != nil {
+		return x.RemoteId
+	}
+	return 0
+}
+
+func (x *Decision) GetBackup() bool {
+	if x != nil {
+		return x.Backup
+	}
+	return false
+}
+
+func (x *Decision) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *Decision) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Announcement is an address a peer announced or removed.
 type Announcement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3652,7 +3830,7 @@ type Announcement struct {
 
 func (x *Announcement) Reset() {
 	*x = Announcement{}
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[52]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3664,7 +3842,7 @@ func (x *Announcement) String() string {
 func (*Announcement) ProtoMessage() {}
 
 func (x *Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[52]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3677,7 +3855,7 @@ func (x *Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announcement.ProtoReflect.Descriptor instead.
 func (*Announcement) Descriptor() ([]byte, []int) {
-	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{52}
+	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Announcement) GetRemoteId() uint32 {
@@ -3711,7 +3889,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[53]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3723,7 +3901,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[53]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3736,7 +3914,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{53}
+	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Listener) GetAddress() string {
@@ -3767,7 +3945,7 @@ type Link struct {
 
 func (x *Link) Reset() {
 	*x = Link{}
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[54]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3779,7 +3957,7 @@ func (x *Link) String() string {
 func (*Link) ProtoMessage() {}
 
 func (x *Link) ProtoReflect() protoreflect.Message {
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[54]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3792,7 +3970,7 @@ func (x *Link) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Link.ProtoReflect.Descriptor instead.
 func (*Link) Descriptor() ([]byte, []int) {
-	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{54}
+	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Link) GetIndex() uint32 {
@@ -3842,7 +4020,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[55]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3854,7 +4032,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[55]
+	mi := &file_mptcpd_v1_mptcpd_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3867,7 +4045,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{55}
+	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Address) GetAddress() string {
@@ -4018,7 +4196,7 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x0eSkippedAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12%\n" +
 	"\x0einterface_name\x18\x02 \x01(\tR\rinterfaceName\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xcc\x04\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc6\x05\n" +
 	"\n" +
 	"Connection\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\rR\x05token\x12#\n" +
@@ -4042,7 +4220,12 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x13bytes_retransmitted\x18\x0e \x01(\x04R\x12bytesRetransmitted\x12.\n" +
 	"\bsubflows\x18\x0f \x03(\v2\x12.mptcpd.v1.SubflowR\bsubflows\x12\x10\n" +
 	"\x03uid\x18\x10 \x01(\rR\x03uid\x12\x14\n" +
-	"\x05inode\x18\x11 \x01(\x04R\x05inode\"\xfd\x03\n" +
+	"\x05inode\x18\x11 \x01(\x04R\x05inode\x12\x12\n" +
+	"\x04rule\x18\x12 \x01(\tR\x04rule\x12\x1a\n" +
+	"\bstrategy\x18\x13 \x01(\tR\bstrategy\x12'\n" +
+	"\x0fsubflows_wanted\x18\x14 \x01(\rR\x0esubflowsWanted\x12\x1f\n" +
+	"\vserver_side\x18\x15 \x01(\bR\n" +
+	"serverSide\"\xfd\x03\n" +
 	"\aSubflow\x12#\n" +
 	"\rlocal_address\x18\x01 \x01(\tR\flocalAddress\x12\x1d\n" +
 	"\n" +
@@ -4118,7 +4301,7 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x18SetSubflowBackupResponse\"R\n" +
 	"\fWatchRequest\x12*\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x14.mptcpd.v1.EventKindR\x05kinds\x12\x16\n" +
-	"\x06tokens\x18\x02 \x03(\rR\x06tokens\"\x85\x05\n" +
+	"\x06tokens\x18\x02 \x03(\rR\x06tokens\"\xb8\x05\n" +
 	"\rWatchResponse\x12(\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x14.mptcpd.v1.EventKindR\x04kind\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
@@ -4136,8 +4319,23 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\aaddress\x18\x0f \x01(\v2\x12.mptcpd.v1.AddressH\x00R\aaddress\x121\n" +
 	"\bendpoint\x18\x10 \x01(\v2\x13.mptcpd.v1.EndpointH\x00R\bendpoint\x12+\n" +
 	"\x06limits\x18\x11 \x01(\v2\x11.mptcpd.v1.LimitsH\x00R\x06limits\x124\n" +
-	"\treconcile\x18\x12 \x01(\v2\x14.mptcpd.v1.ReconcileH\x00R\treconcileB\b\n" +
-	"\x06detail\"Y\n" +
+	"\treconcile\x18\x12 \x01(\v2\x14.mptcpd.v1.ReconcileH\x00R\treconcile\x121\n" +
+	"\bdecision\x18\x13 \x01(\v2\x13.mptcpd.v1.DecisionH\x00R\bdecisionB\b\n" +
+	"\x06detail\"\xa8\x02\n" +
+	"\bDecision\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12#\n" +
+	"\rlocal_address\x18\x02 \x01(\tR\flocalAddress\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\x03 \x01(\rR\tlocalPort\x12%\n" +
+	"\x0eremote_address\x18\x04 \x01(\tR\rremoteAddress\x12\x1f\n" +
+	"\vremote_port\x18\x05 \x01(\rR\n" +
+	"remotePort\x12\x19\n" +
+	"\blocal_id\x18\x06 \x01(\rR\alocalId\x12\x1b\n" +
+	"\tremote_id\x18\a \x01(\rR\bremoteId\x12\x16\n" +
+	"\x06backup\x18\b \x01(\bR\x06backup\x12\x12\n" +
+	"\x04rule\x18\t \x01(\tR\x04rule\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\"Y\n" +
 	"\fAnnouncement\x12\x1b\n" +
 	"\tremote_id\x18\x01 \x01(\rR\bremoteId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -4178,7 +4376,7 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x19CHANGE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_ACTION_ADD\x10\x01\x12\x18\n" +
 	"\x14CHANGE_ACTION_REMOVE\x10\x02\x12\x18\n" +
-	"\x14CHANGE_ACTION_UPDATE\x10\x03*\xcd\x05\n" +
+	"\x14CHANGE_ACTION_UPDATE\x10\x03*\xe6\x05\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_KIND_SNAPSHOT_END\x10\x01\x12!\n" +
@@ -4203,7 +4401,8 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x19EVENT_KIND_LIMITS_CHANGED\x10\x13\x12\x1d\n" +
 	"\x19EVENT_KIND_POLICY_APPLIED\x10\x14\x12\x19\n" +
 	"\x15EVENT_KIND_RECONCILED\x10\x15\x12\x1a\n" +
-	"\x16EVENT_KIND_EVENTS_LOST\x10\x162\xd0\f\n" +
+	"\x16EVENT_KIND_EVENTS_LOST\x10\x16\x12\x17\n" +
+	"\x13EVENT_KIND_DECISION\x10\x172\xd0\f\n" +
 	"\rMptcpdService\x12F\n" +
 	"\tGetStatus\x12\x1b.mptcpd.v1.GetStatusRequest\x1a\x1c.mptcpd.v1.GetStatusResponse\x12R\n" +
 	"\rListEndpoints\x12\x1f.mptcpd.v1.ListEndpointsRequest\x1a .mptcpd.v1.ListEndpointsResponse\x12L\n" +
@@ -4239,7 +4438,7 @@ func file_mptcpd_v1_mptcpd_proto_rawDescGZIP() []byte {
 }
 
 var file_mptcpd_v1_mptcpd_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mptcpd_v1_mptcpd_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_mptcpd_v1_mptcpd_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_mptcpd_v1_mptcpd_proto_goTypes = []any{
 	(Mode)(0),                        // 0: mptcpd.v1.Mode
 	(EndpointFlag)(0),                // 1: mptcpd.v1.EndpointFlag
@@ -4298,23 +4497,24 @@ var file_mptcpd_v1_mptcpd_proto_goTypes = []any{
 	(*SetSubflowBackupResponse)(nil), // 54: mptcpd.v1.SetSubflowBackupResponse
 	(*WatchRequest)(nil),             // 55: mptcpd.v1.WatchRequest
 	(*WatchResponse)(nil),            // 56: mptcpd.v1.WatchResponse
-	(*Announcement)(nil),             // 57: mptcpd.v1.Announcement
-	(*Listener)(nil),                 // 58: mptcpd.v1.Listener
-	(*Link)(nil),                     // 59: mptcpd.v1.Link
-	(*Address)(nil),                  // 60: mptcpd.v1.Address
-	(*timestamppb.Timestamp)(nil),    // 61: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 62: google.protobuf.Duration
+	(*Decision)(nil),                 // 57: mptcpd.v1.Decision
+	(*Announcement)(nil),             // 58: mptcpd.v1.Announcement
+	(*Listener)(nil),                 // 59: mptcpd.v1.Listener
+	(*Link)(nil),                     // 60: mptcpd.v1.Link
+	(*Address)(nil),                  // 61: mptcpd.v1.Address
+	(*timestamppb.Timestamp)(nil),    // 62: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 63: google.protobuf.Duration
 }
 var file_mptcpd_v1_mptcpd_proto_depIdxs = []int32{
 	7,  // 0: mptcpd.v1.GetStatusResponse.status:type_name -> mptcpd.v1.Status
 	0,  // 1: mptcpd.v1.Status.mode:type_name -> mptcpd.v1.Mode
 	8,  // 2: mptcpd.v1.Status.capabilities:type_name -> mptcpd.v1.Capabilities
-	61, // 3: mptcpd.v1.Status.started:type_name -> google.protobuf.Timestamp
-	62, // 4: mptcpd.v1.Status.uptime:type_name -> google.protobuf.Duration
+	62, // 3: mptcpd.v1.Status.started:type_name -> google.protobuf.Timestamp
+	63, // 4: mptcpd.v1.Status.uptime:type_name -> google.protobuf.Duration
 	9,  // 5: mptcpd.v1.Status.counts:type_name -> mptcpd.v1.Counts
 	10, // 6: mptcpd.v1.Status.last_reconcile:type_name -> mptcpd.v1.Reconcile
-	61, // 7: mptcpd.v1.Reconcile.time:type_name -> google.protobuf.Timestamp
-	62, // 8: mptcpd.v1.Reconcile.took:type_name -> google.protobuf.Duration
+	62, // 7: mptcpd.v1.Reconcile.time:type_name -> google.protobuf.Timestamp
+	63, // 8: mptcpd.v1.Reconcile.took:type_name -> google.protobuf.Duration
 	1,  // 9: mptcpd.v1.Endpoint.flags:type_name -> mptcpd.v1.EndpointFlag
 	2,  // 10: mptcpd.v1.Endpoint.owner:type_name -> mptcpd.v1.Owner
 	11, // 11: mptcpd.v1.ListEndpointsResponse.endpoints:type_name -> mptcpd.v1.Endpoint
@@ -4327,7 +4527,7 @@ var file_mptcpd_v1_mptcpd_proto_depIdxs = []int32{
 	24, // 18: mptcpd.v1.GetLimitsResponse.limits:type_name -> mptcpd.v1.Limits
 	24, // 19: mptcpd.v1.SetLimitsRequest.limits:type_name -> mptcpd.v1.Limits
 	24, // 20: mptcpd.v1.SetLimitsResponse.limits:type_name -> mptcpd.v1.Limits
-	61, // 21: mptcpd.v1.GetPolicyResponse.applied:type_name -> google.protobuf.Timestamp
+	62, // 21: mptcpd.v1.GetPolicyResponse.applied:type_name -> google.protobuf.Timestamp
 	35, // 22: mptcpd.v1.ValidatePolicyResponse.plan:type_name -> mptcpd.v1.Plan
 	35, // 23: mptcpd.v1.ApplyPolicyResponse.plan:type_name -> mptcpd.v1.Plan
 	36, // 24: mptcpd.v1.Plan.changes:type_name -> mptcpd.v1.EndpointChange
@@ -4337,68 +4537,69 @@ var file_mptcpd_v1_mptcpd_proto_depIdxs = []int32{
 	3,  // 28: mptcpd.v1.EndpointChange.action:type_name -> mptcpd.v1.ChangeAction
 	11, // 29: mptcpd.v1.EndpointChange.endpoint:type_name -> mptcpd.v1.Endpoint
 	39, // 30: mptcpd.v1.Connection.subflows:type_name -> mptcpd.v1.Subflow
-	62, // 31: mptcpd.v1.Subflow.rtt:type_name -> google.protobuf.Duration
+	63, // 31: mptcpd.v1.Subflow.rtt:type_name -> google.protobuf.Duration
 	38, // 32: mptcpd.v1.ListConnectionsResponse.connections:type_name -> mptcpd.v1.Connection
 	38, // 33: mptcpd.v1.GetConnectionResponse.connection:type_name -> mptcpd.v1.Connection
 	50, // 34: mptcpd.v1.DestroySubflowRequest.subflow:type_name -> mptcpd.v1.SubflowKey
 	50, // 35: mptcpd.v1.SetSubflowBackupRequest.subflow:type_name -> mptcpd.v1.SubflowKey
 	4,  // 36: mptcpd.v1.WatchRequest.kinds:type_name -> mptcpd.v1.EventKind
 	4,  // 37: mptcpd.v1.WatchResponse.kind:type_name -> mptcpd.v1.EventKind
-	61, // 38: mptcpd.v1.WatchResponse.time:type_name -> google.protobuf.Timestamp
+	62, // 38: mptcpd.v1.WatchResponse.time:type_name -> google.protobuf.Timestamp
 	38, // 39: mptcpd.v1.WatchResponse.connection:type_name -> mptcpd.v1.Connection
 	39, // 40: mptcpd.v1.WatchResponse.subflow:type_name -> mptcpd.v1.Subflow
-	57, // 41: mptcpd.v1.WatchResponse.announcement:type_name -> mptcpd.v1.Announcement
-	58, // 42: mptcpd.v1.WatchResponse.listener:type_name -> mptcpd.v1.Listener
-	59, // 43: mptcpd.v1.WatchResponse.link:type_name -> mptcpd.v1.Link
-	60, // 44: mptcpd.v1.WatchResponse.address:type_name -> mptcpd.v1.Address
+	58, // 41: mptcpd.v1.WatchResponse.announcement:type_name -> mptcpd.v1.Announcement
+	59, // 42: mptcpd.v1.WatchResponse.listener:type_name -> mptcpd.v1.Listener
+	60, // 43: mptcpd.v1.WatchResponse.link:type_name -> mptcpd.v1.Link
+	61, // 44: mptcpd.v1.WatchResponse.address:type_name -> mptcpd.v1.Address
 	11, // 45: mptcpd.v1.WatchResponse.endpoint:type_name -> mptcpd.v1.Endpoint
 	24, // 46: mptcpd.v1.WatchResponse.limits:type_name -> mptcpd.v1.Limits
 	10, // 47: mptcpd.v1.WatchResponse.reconcile:type_name -> mptcpd.v1.Reconcile
-	5,  // 48: mptcpd.v1.MptcpdService.GetStatus:input_type -> mptcpd.v1.GetStatusRequest
-	12, // 49: mptcpd.v1.MptcpdService.ListEndpoints:input_type -> mptcpd.v1.ListEndpointsRequest
-	14, // 50: mptcpd.v1.MptcpdService.GetEndpoint:input_type -> mptcpd.v1.GetEndpointRequest
-	16, // 51: mptcpd.v1.MptcpdService.CreateEndpoint:input_type -> mptcpd.v1.CreateEndpointRequest
-	18, // 52: mptcpd.v1.MptcpdService.UpdateEndpoint:input_type -> mptcpd.v1.UpdateEndpointRequest
-	20, // 53: mptcpd.v1.MptcpdService.DeleteEndpoint:input_type -> mptcpd.v1.DeleteEndpointRequest
-	22, // 54: mptcpd.v1.MptcpdService.FlushEndpoints:input_type -> mptcpd.v1.FlushEndpointsRequest
-	25, // 55: mptcpd.v1.MptcpdService.GetLimits:input_type -> mptcpd.v1.GetLimitsRequest
-	27, // 56: mptcpd.v1.MptcpdService.SetLimits:input_type -> mptcpd.v1.SetLimitsRequest
-	29, // 57: mptcpd.v1.MptcpdService.GetPolicy:input_type -> mptcpd.v1.GetPolicyRequest
-	31, // 58: mptcpd.v1.MptcpdService.ValidatePolicy:input_type -> mptcpd.v1.ValidatePolicyRequest
-	33, // 59: mptcpd.v1.MptcpdService.ApplyPolicy:input_type -> mptcpd.v1.ApplyPolicyRequest
-	40, // 60: mptcpd.v1.MptcpdService.ListConnections:input_type -> mptcpd.v1.ListConnectionsRequest
-	42, // 61: mptcpd.v1.MptcpdService.GetConnection:input_type -> mptcpd.v1.GetConnectionRequest
-	44, // 62: mptcpd.v1.MptcpdService.Announce:input_type -> mptcpd.v1.AnnounceRequest
-	46, // 63: mptcpd.v1.MptcpdService.Withdraw:input_type -> mptcpd.v1.WithdrawRequest
-	48, // 64: mptcpd.v1.MptcpdService.CreateSubflow:input_type -> mptcpd.v1.CreateSubflowRequest
-	51, // 65: mptcpd.v1.MptcpdService.DestroySubflow:input_type -> mptcpd.v1.DestroySubflowRequest
-	53, // 66: mptcpd.v1.MptcpdService.SetSubflowBackup:input_type -> mptcpd.v1.SetSubflowBackupRequest
-	55, // 67: mptcpd.v1.MptcpdService.Watch:input_type -> mptcpd.v1.WatchRequest
-	6,  // 68: mptcpd.v1.MptcpdService.GetStatus:output_type -> mptcpd.v1.GetStatusResponse
-	13, // 69: mptcpd.v1.MptcpdService.ListEndpoints:output_type -> mptcpd.v1.ListEndpointsResponse
-	15, // 70: mptcpd.v1.MptcpdService.GetEndpoint:output_type -> mptcpd.v1.GetEndpointResponse
-	17, // 71: mptcpd.v1.MptcpdService.CreateEndpoint:output_type -> mptcpd.v1.CreateEndpointResponse
-	19, // 72: mptcpd.v1.MptcpdService.UpdateEndpoint:output_type -> mptcpd.v1.UpdateEndpointResponse
-	21, // 73: mptcpd.v1.MptcpdService.DeleteEndpoint:output_type -> mptcpd.v1.DeleteEndpointResponse
-	23, // 74: mptcpd.v1.MptcpdService.FlushEndpoints:output_type -> mptcpd.v1.FlushEndpointsResponse
-	26, // 75: mptcpd.v1.MptcpdService.GetLimits:output_type -> mptcpd.v1.GetLimitsResponse
-	28, // 76: mptcpd.v1.MptcpdService.SetLimits:output_type -> mptcpd.v1.SetLimitsResponse
-	30, // 77: mptcpd.v1.MptcpdService.GetPolicy:output_type -> mptcpd.v1.GetPolicyResponse
-	32, // 78: mptcpd.v1.MptcpdService.ValidatePolicy:output_type -> mptcpd.v1.ValidatePolicyResponse
-	34, // 79: mptcpd.v1.MptcpdService.ApplyPolicy:output_type -> mptcpd.v1.ApplyPolicyResponse
-	41, // 80: mptcpd.v1.MptcpdService.ListConnections:output_type -> mptcpd.v1.ListConnectionsResponse
-	43, // 81: mptcpd.v1.MptcpdService.GetConnection:output_type -> mptcpd.v1.GetConnectionResponse
-	45, // 82: mptcpd.v1.MptcpdService.Announce:output_type -> mptcpd.v1.AnnounceResponse
-	47, // 83: mptcpd.v1.MptcpdService.Withdraw:output_type -> mptcpd.v1.WithdrawResponse
-	49, // 84: mptcpd.v1.MptcpdService.CreateSubflow:output_type -> mptcpd.v1.CreateSubflowResponse
-	52, // 85: mptcpd.v1.MptcpdService.DestroySubflow:output_type -> mptcpd.v1.DestroySubflowResponse
-	54, // 86: mptcpd.v1.MptcpdService.SetSubflowBackup:output_type -> mptcpd.v1.SetSubflowBackupResponse
-	56, // 87: mptcpd.v1.MptcpdService.Watch:output_type -> mptcpd.v1.WatchResponse
-	68, // [68:88] is the sub-list for method output_type
-	48, // [48:68] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	57, // 48: mptcpd.v1.WatchResponse.decision:type_name -> mptcpd.v1.Decision
+	5,  // 49: mptcpd.v1.MptcpdService.GetStatus:input_type -> mptcpd.v1.GetStatusRequest
+	12, // 50: mptcpd.v1.MptcpdService.ListEndpoints:input_type -> mptcpd.v1.ListEndpointsRequest
+	14, // 51: mptcpd.v1.MptcpdService.GetEndpoint:input_type -> mptcpd.v1.GetEndpointRequest
+	16, // 52: mptcpd.v1.MptcpdService.CreateEndpoint:input_type -> mptcpd.v1.CreateEndpointRequest
+	18, // 53: mptcpd.v1.MptcpdService.UpdateEndpoint:input_type -> mptcpd.v1.UpdateEndpointRequest
+	20, // 54: mptcpd.v1.MptcpdService.DeleteEndpoint:input_type -> mptcpd.v1.DeleteEndpointRequest
+	22, // 55: mptcpd.v1.MptcpdService.FlushEndpoints:input_type -> mptcpd.v1.FlushEndpointsRequest
+	25, // 56: mptcpd.v1.MptcpdService.GetLimits:input_type -> mptcpd.v1.GetLimitsRequest
+	27, // 57: mptcpd.v1.MptcpdService.SetLimits:input_type -> mptcpd.v1.SetLimitsRequest
+	29, // 58: mptcpd.v1.MptcpdService.GetPolicy:input_type -> mptcpd.v1.GetPolicyRequest
+	31, // 59: mptcpd.v1.MptcpdService.ValidatePolicy:input_type -> mptcpd.v1.ValidatePolicyRequest
+	33, // 60: mptcpd.v1.MptcpdService.ApplyPolicy:input_type -> mptcpd.v1.ApplyPolicyRequest
+	40, // 61: mptcpd.v1.MptcpdService.ListConnections:input_type -> mptcpd.v1.ListConnectionsRequest
+	42, // 62: mptcpd.v1.MptcpdService.GetConnection:input_type -> mptcpd.v1.GetConnectionRequest
+	44, // 63: mptcpd.v1.MptcpdService.Announce:input_type -> mptcpd.v1.AnnounceRequest
+	46, // 64: mptcpd.v1.MptcpdService.Withdraw:input_type -> mptcpd.v1.WithdrawRequest
+	48, // 65: mptcpd.v1.MptcpdService.CreateSubflow:input_type -> mptcpd.v1.CreateSubflowRequest
+	51, // 66: mptcpd.v1.MptcpdService.DestroySubflow:input_type -> mptcpd.v1.DestroySubflowRequest
+	53, // 67: mptcpd.v1.MptcpdService.SetSubflowBackup:input_type -> mptcpd.v1.SetSubflowBackupRequest
+	55, // 68: mptcpd.v1.MptcpdService.Watch:input_type -> mptcpd.v1.WatchRequest
+	6,  // 69: mptcpd.v1.MptcpdService.GetStatus:output_type -> mptcpd.v1.GetStatusResponse
+	13, // 70: mptcpd.v1.MptcpdService.ListEndpoints:output_type -> mptcpd.v1.ListEndpointsResponse
+	15, // 71: mptcpd.v1.MptcpdService.GetEndpoint:output_type -> mptcpd.v1.GetEndpointResponse
+	17, // 72: mptcpd.v1.MptcpdService.CreateEndpoint:output_type -> mptcpd.v1.CreateEndpointResponse
+	19, // 73: mptcpd.v1.MptcpdService.UpdateEndpoint:output_type -> mptcpd.v1.UpdateEndpointResponse
+	21, // 74: mptcpd.v1.MptcpdService.DeleteEndpoint:output_type -> mptcpd.v1.DeleteEndpointResponse
+	23, // 75: mptcpd.v1.MptcpdService.FlushEndpoints:output_type -> mptcpd.v1.FlushEndpointsResponse
+	26, // 76: mptcpd.v1.MptcpdService.GetLimits:output_type -> mptcpd.v1.GetLimitsResponse
+	28, // 77: mptcpd.v1.MptcpdService.SetLimits:output_type -> mptcpd.v1.SetLimitsResponse
+	30, // 78: mptcpd.v1.MptcpdService.GetPolicy:output_type -> mptcpd.v1.GetPolicyResponse
+	32, // 79: mptcpd.v1.MptcpdService.ValidatePolicy:output_type -> mptcpd.v1.ValidatePolicyResponse
+	34, // 80: mptcpd.v1.MptcpdService.ApplyPolicy:output_type -> mptcpd.v1.ApplyPolicyResponse
+	41, // 81: mptcpd.v1.MptcpdService.ListConnections:output_type -> mptcpd.v1.ListConnectionsResponse
+	43, // 82: mptcpd.v1.MptcpdService.GetConnection:output_type -> mptcpd.v1.GetConnectionResponse
+	45, // 83: mptcpd.v1.MptcpdService.Announce:output_type -> mptcpd.v1.AnnounceResponse
+	47, // 84: mptcpd.v1.MptcpdService.Withdraw:output_type -> mptcpd.v1.WithdrawResponse
+	49, // 85: mptcpd.v1.MptcpdService.CreateSubflow:output_type -> mptcpd.v1.CreateSubflowResponse
+	52, // 86: mptcpd.v1.MptcpdService.DestroySubflow:output_type -> mptcpd.v1.DestroySubflowResponse
+	54, // 87: mptcpd.v1.MptcpdService.SetSubflowBackup:output_type -> mptcpd.v1.SetSubflowBackupResponse
+	56, // 88: mptcpd.v1.MptcpdService.Watch:output_type -> mptcpd.v1.WatchResponse
+	69, // [69:89] is the sub-list for method output_type
+	49, // [49:69] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_mptcpd_v1_mptcpd_proto_init() }
@@ -4417,6 +4618,7 @@ func file_mptcpd_v1_mptcpd_proto_init() {
 		(*WatchResponse_Endpoint)(nil),
 		(*WatchResponse_Limits)(nil),
 		(*WatchResponse_Reconcile)(nil),
+		(*WatchResponse_Decision)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4424,7 +4626,7 @@ func file_mptcpd_v1_mptcpd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mptcpd_v1_mptcpd_proto_rawDesc), len(file_mptcpd_v1_mptcpd_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   56,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
