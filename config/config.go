@@ -1420,7 +1420,7 @@ func (d *document) unknownKey(de *toml.DecodeError) *Error {
 		t = t.Elem()
 	}
 	if t != nil && isTable(t) {
-		msg = fmt.Sprintf("unknown %s (%s takes %s)", what, tableName(parent), keysOf(t))
+		msg = fmt.Sprintf("unknown %s (%s takes %s)", what, tableName(parent), keysOf(t, stripIndexes(parent)))
 	}
 	return &Error{File: d.file, Line: line, Key: key, Msg: msg}
 }
@@ -1436,16 +1436,17 @@ func tableName(key string) string {
 	}
 }
 
-// keysOf lists the keys of a table type, then its tables.
-func keysOf(t reflect.Type) string {
+// keysOf lists the keys of a table type, then its tables by their full
+// names; parent is the table's key without list indexes.
+func keysOf(t reflect.Type, parent string) string {
 	var keys, tables []string
 	for i := range t.NumField() {
 		f := t.Field(i)
 		switch k := tomlKey(f); {
 		case isTable(f.Type):
-			tables = append(tables, "["+k+"]")
+			tables = append(tables, "["+joinKey(parent, k)+"]")
 		case isTableList(f.Type):
-			tables = append(tables, "[["+k+"]]")
+			tables = append(tables, "[["+joinKey(parent, k)+"]]")
 		default:
 			keys = append(keys, k)
 		}

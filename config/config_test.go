@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/pelletier/go-toml/v2"
@@ -210,6 +211,99 @@ deny_kinds = ["physical", "veth", "bridge", "vlan", "bond", "wireguard", "tun", 
 			c.Mode = ModeAuto
 			c.Log.Level = "error"
 		}},
+
+		// [userspace]
+		{"userspace peer and retry", `
+mode = "userspace"
+[userspace.peer]
+accept = false
+allow_prefixes = ["192.0.2.0/24", "2001:db8::/32"]
+deny_prefixes = ["192.0.2.128/25"]
+max_accepted = 255
+rate = 1000000
+[userspace.retry]
+initial = "1ms"
+max = "24h"
+attempts = 0
+`, func(c *Config) {
+			c.Mode = ModeUserspace
+			c.Userspace.Peer = UserspacePeer{
+				AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")},
+				DenyPrefixes:  []netip.Prefix{netip.MustParsePrefix("192.0.2.128/25")},
+				MaxAccepted:   255, Rate: 1000000,
+			}
+			c.Userspace.Retry = UserspaceRetry{Initial: Duration{time.Millisecond}, Max: Duration{24 * time.Hour}}
+		}},
+		{"userspace retry bounds", "[userspace.retry]\ninitial = \"1h\"\nmax = \"1h0m0s\"\nattempts = 1000\n", func(c *Config) {
+			c.Userspace.Retry = UserspaceRetry{Initial: Duration{time.Hour}, Max: Duration{time.Hour}, Attempts: 1000}
+		}},
+		{"userspace retry compound durations", "userspace.retry = { initial = \"1.5s\", max = \"1m30s\" }\n", func(c *Config) {
+			c.Userspace.Retry.Initial = Duration{1500 * time.Millisecond}
+			c.Userspace.Retry.Max = Duration{90 * time.Second}
+		}},
+		{"userspace every strategy and side", `
+[[userspace.rule]]
+name = "ssh"
+side = "client"
+remote_ports = [22, 2222]
+strategy = "none"
+
+[[userspace.rule]]
+name = "storage"
+remote_prefixes = ["10.20.0.0/16", "2001:db8:20::/48"]
+strategy = "ndiffports"
+max_subflows = 64
+subflows = 64
+
+[[userspace.rule]]
+side = "server"
+local_ports = [443]
+strategy = "per-interface"
+announce = true
+announce_port = 8443
+
+[[userspace.rule]]
+side = "any"
+strategy = "backup"
+max_subflows = 1
+
+[[userspace.rule]]
+strategy = "fullmesh"
+remote_prefixes = []
+remote_ports = []
+local_ports = []
+`, func(c *Config) {
+			c.Userspace.Rules = []UserspaceRule{
+				{Name: "ssh", Side: SideClient, RemotePorts: []uint16{22, 2222}, Strategy: StrategyNone, MaxSubflows: 8, Subflows: 2},
+				{Name: "storage", Side: SideAny, RemotePrefixes: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("2001:db8:20::/48")},
+					Strategy: StrategyNDiffPorts, MaxSubflows: 64, Subflows: 64},
+				{Name: "userspace.rule 3", Side: SideServer, LocalPorts: []uint16{443}, Strategy: StrategyPerInterface, MaxSubflows: 8, Subflows: 2, Announce: true, AnnouncePort: 8443},
+				// subflows (2) > max_subflows (1) matters for ndiffports only.
+				{Name: "userspace.rule 4", Side: SideAny, Strategy: StrategyBackup, MaxSubflows: 1, Subflows: 2},
+				{Name: "userspace.rule 5", Side: SideAny, Strategy: StrategyFullmesh, MaxSubflows: 8, Subflows: 2},
+			}
+		}},
+		{"userspace inline rules under [userspace]", `
+[userspace]
+rule = [
+  { name = "a", strategy = "none", side = "server", announce = true },
+  { strategy = "fullmesh", max_subflows = 2 },
+]
+`, func(c *Config) {
+			c.Userspace.Rules = []UserspaceRule{
+				{Name: "a", Side: SideServer, Strategy: StrategyNone, MaxSubflows: 8, Subflows: 2, Announce: true},
+				{Name: "userspace.rule 2", Side: SideAny, Strategy: StrategyFullmesh, MaxSubflows: 2, Subflows: 2},
+			}
+		}},
+		{"userspace dotted inline rules", `userspace.rule = [{ strategy = "ndiffports", subflows = 3, side = "client" }]`, func(c *Config) {
+			c.Userspace.Rules = []UserspaceRule{{Name: "userspace.rule 1", Side: SideClient, Strategy: StrategyNDiffPorts, MaxSubflows: 8, Subflows: 3}}
+		}},
+		{"userspace empty tables", "[userspace]\n[userspace.peer]\n[userspace.retry]\n", func(*Config) {}},
+		{"userspace mapped and zoned", "[[userspace.rule]]\nstrategy = \"none\"\nremote_prefixes = [\"::ffff:10.0.0.0/95\", \"fe80::/10\"]\n", func(c *Config) {
+			// A prefix that holds more than IPv4-mapped addresses is fine.
+			c.Userspace.Rules = []UserspaceRule{{Name: "userspace.rule 1", Side: SideAny, Strategy: StrategyNone, MaxSubflows: 8, Subflows: 2,
+				RemotePrefixes: []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/95"), netip.MustParsePrefix("fe80::/10")}}}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -360,6 +454,98 @@ func TestParseBad(t *testing.T) {
 		{"rule as a value", "rule = 1\n", 1, "rule", []string{"got an integer", "want [[rule]] tables"}},
 		{"rule element type", "rule = [1]\n", 1, "rule[1]", []string{"got an integer", "want a [[rule]] table"}},
 		{"date", "[[rule]]\nname = 1979-05-27\n", 2, "rule[1].name", []string{"got a date or time", "want a string"}},
+
+		// [userspace]
+		{"userspace as a value", "userspace = 1\n", 1, "userspace", []string{"got an integer", "want a table, [userspace]"}},
+		{"userspace unknown table", "[userspace]\n[userspace.peers]\n", 2, "userspace.peers",
+			[]string{"unknown table", "[userspace] takes the tables [userspace.peer], [userspace.retry], [[userspace.rule]]"}},
+		{"userspace.rule as one table", "[userspace.rule]\nstrategy = \"none\"\n", 1, "userspace.rule", []string{"a list of tables", "write [[userspace.rule]]"}},
+		{"userspace.peer as a list", "[[userspace.peer]]\n", 1, "userspace.peer", []string{"one table", "write [userspace.peer]"}},
+		{"userspace upper case", "[userspace.Peer]\n", 1, "userspace.Peer", []string{"keys are lower case", `write "peer"`}},
+		{"userspace rule as a value", "[userspace]\nrule = 1\n", 2, "userspace.rule", []string{"got an integer", "want [[userspace.rule]] tables"}},
+		{"userspace rule element", "[userspace]\nrule = [\"x\"]\n", 2, "userspace.rule[1]", []string{"got a string", "want a [[userspace.rule]] table"}},
+		{"userspace no rules", "mode = \"userspace\"\n[userspace]\nrule = []\n", 3, "userspace.rule", []string{"no rules", "add at least one [[userspace.rule]] table"}},
+		{"userspace no rules dotted", "userspace.rule = []\n", 1, "userspace.rule", []string{"no rules"}},
+
+		// [userspace.peer]
+		{"peer unknown key", "[userspace.peer]\nacept = true\n", 2, "userspace.peer.acept",
+			[]string{"unknown key", "[userspace.peer] takes accept, allow_prefixes, deny_prefixes, max_accepted, rate"}},
+		{"peer accept type", "[userspace.peer]\naccept = \"yes\"\n", 2, "userspace.peer.accept", []string{"got a string", "want true or false"}},
+		{"peer bad prefix", "[userspace.peer]\ndeny_prefixes = [\"fe80::/10\", \"10.0.0.1\"]\n", 2, "userspace.peer.deny_prefixes[2]",
+			[]string{`invalid prefix "10.0.0.1"`, "CIDR notation"}},
+		{"peer mapped prefix", "[userspace.peer]\nallow_prefixes = [\n  \"192.0.2.0/24\",\n  \"::ffff:10.0.0.0/104\",\n]\n", 4, "userspace.peer.allow_prefixes",
+			[]string{"IPv4-mapped IPv6 prefix", "matches nothing", `write "10.0.0.0/8"`}},
+		{"peer max_accepted", "[userspace.peer]\nmax_accepted = 256\n", 2, "userspace.peer.max_accepted", []string{"256 is out of range", "want an integer 0..255"}},
+		{"peer max_accepted negative", "[userspace.peer]\nmax_accepted = -1\n", 2, "userspace.peer.max_accepted", []string{"-1 is out of range", "want an integer 0..255"}},
+		{"peer rate 0", "[userspace.peer]\nrate = 0\n", 2, "userspace.peer.rate", []string{"0 is out of range", "want an integer 1..1000000"}},
+		{"peer rate big", "[userspace.peer]\nrate = 1_000_001\n", 2, "userspace.peer.rate", []string{"1000001 is out of range", "want an integer 1..1000000"}},
+		{"peer rate float", "[userspace.peer]\nrate = 0.5\n", 2, "userspace.peer.rate", []string{"got a float", "want an integer 1..1000000"}},
+
+		// [userspace.retry]
+		{"retry bad duration", "[userspace.retry]\ninitial = \"5 seconds\"\n", 2, "userspace.retry.initial",
+			[]string{`invalid duration "5 seconds"`, `want a string such as "500ms", "30s" or "1m30s" (units ns, us, ms, s, m, h)`}},
+		{"retry no unit", "[userspace.retry]\nmax = \"30\"\n", 2, "userspace.retry.max", []string{`duration "30" has no unit`, `"30s"`}},
+		{"retry integer", "[userspace.retry]\n\ninitial = 500\n", 3, "userspace.retry.initial",
+			[]string{"got an integer", `want a duration 1ms..1h: a string such as "500ms"`}},
+		{"retry initial 0", "[userspace.retry]\ninitial = \"0s\"\n", 2, "userspace.retry.initial", []string{"0s is out of range", "want a duration 1ms..1h"}},
+		{"retry initial too long", "[userspace.retry]\ninitial = \"61m\"\nmax = \"2h\"\n", 2, "userspace.retry.initial", []string{"1h1m is out of range", "want a duration 1ms..1h"}},
+		{"retry initial negative", "userspace.retry.initial = \"-1s\"\n", 1, "userspace.retry.initial", []string{"-1s is out of range"}},
+		{"retry max below initial", "[userspace.retry]\ninitial = \"2s\"\nmax = \"1500ms\"\n", 3, "userspace.retry.max",
+			[]string{"1.5s is less than initial (2s)", "raise max to at least 2s, or lower initial"}},
+		{"retry max too long", "[userspace.retry]\nmax = \"48h\"\n", 2, "userspace.retry.max", []string{"48h is out of range", "want a duration from initial up to 24h"}},
+		{"retry attempts", "[userspace.retry]\nattempts = 1001\n", 2, "userspace.retry.attempts", []string{"1001 is out of range", "want an integer 0..1000"}},
+		{"retry attempts negative", "[userspace.retry]\nattempts = -1\n", 2, "userspace.retry.attempts", []string{"-1 is out of range", "0 never re-creates"}},
+
+		// [[userspace.rule]]
+		{"rule unknown key", "[[userspace.rule]]\nstrategy = \"none\"\nport = 1\n", 3, "userspace.rule[1].port",
+			[]string{"unknown key", "a [[userspace.rule]] table takes name, side, remote_prefixes, remote_ports, local_ports, strategy, max_subflows, subflows, announce, announce_port"}},
+		{"unknown strategy", "[[userspace.rule]]\nname = \"x\"\nstrategy = \"mesh\"\n", 3, "userspace.rule[1].strategy",
+			[]string{`unknown strategy "mesh"`, "want fullmesh, per-interface, ndiffports, backup, none"}},
+		{"no strategy", "\n[[userspace.rule]]\nname = \"x\"\n", 2, "userspace.rule[1].strategy",
+			[]string{"no strategy", "set strategy to one of fullmesh, per-interface, ndiffports, backup, none"}},
+		{"strategy type", "[[userspace.rule]]\nstrategy = [\"fullmesh\"]\n", 2, "userspace.rule[1].strategy",
+			[]string{"got a list", `want a string: "fullmesh", "per-interface", "ndiffports", "backup" or "none"`}},
+		{"unknown side", "[[userspace.rule]]\nstrategy = \"none\"\nside = \"clients\"\n", 3, "userspace.rule[1].side",
+			[]string{`unknown side "clients"`, "want client, server, any"}},
+		{"empty side", "[[userspace.rule]]\nstrategy = \"none\"\nside = \"\"\n", 3, "userspace.rule[1].side", []string{"empty", "want client, server, any"}},
+		{"remote port 0", "[[userspace.rule]]\nstrategy = \"none\"\nremote_ports = [\n  443,\n  0,\n]\n", 5, "userspace.rule[1].remote_ports",
+			[]string{"0 is not a port", "want an integer 1..65535"}},
+		{"local port too big", "[[userspace.rule]]\nstrategy = \"none\"\nlocal_ports = [70000]\n", 3, "userspace.rule[1].local_ports[1]",
+			[]string{"70000 is out of range", "want an integer 1..65535"}},
+		{"local port negative", "[[userspace.rule]]\nstrategy = \"none\"\nlocal_ports = [-443]\n", 3, "userspace.rule[1].local_ports[1]", []string{"-443 is out of range"}},
+		{"port listed twice", "[[userspace.rule]]\nstrategy = \"none\"\nlocal_ports = [80, 443, 80]\n", 3, "userspace.rule[1].local_ports",
+			[]string{"port 80 is listed twice", "list each port once"}},
+		{"ports type", "[[userspace.rule]]\nstrategy = \"none\"\nremote_ports = 443\n", 3, "userspace.rule[1].remote_ports",
+			[]string{"got an integer", "want a list of ports, e.g. [443, 8443]"}},
+		{"port element type", "[[userspace.rule]]\nstrategy = \"none\"\nremote_ports = [\"https\"]\n", 3, "userspace.rule[1].remote_ports[1]",
+			[]string{"got a string", "want an integer 1..65535"}},
+		{"remote prefix", "[[userspace.rule]]\nstrategy = \"none\"\nremote_prefixes = [\"2001:db8::/33\", \"10.0.0.0/33\"]\n", 3, "userspace.rule[1].remote_prefixes[2]",
+			[]string{`invalid prefix "10.0.0.0/33"`, "CIDR notation"}},
+		{"remote mapped prefix", "[[userspace.rule]]\nstrategy = \"none\"\nremote_prefixes = [\"::ffff:192.0.2.1/128\"]\n", 3, "userspace.rule[1].remote_prefixes",
+			[]string{"IPv4-mapped", `write "192.0.2.1/32"`}},
+		{"max_subflows 0", "[[userspace.rule]]\nstrategy = \"fullmesh\"\nmax_subflows = 0\n", 3, "userspace.rule[1].max_subflows",
+			[]string{"0 is out of range", "want an integer 1..64 (the initial subflow included)"}},
+		{"max_subflows 65", "[[userspace.rule]]\nstrategy = \"fullmesh\"\nmax_subflows = 65\n", 3, "userspace.rule[1].max_subflows", []string{"65 is out of range", "1..64"}},
+		{"max_subflows type", "[[userspace.rule]]\nstrategy = \"fullmesh\"\nmax_subflows = \"8\"\n", 3, "userspace.rule[1].max_subflows", []string{"got a string", "want an integer 1..64"}},
+		{"subflows 1", "[[userspace.rule]]\nstrategy = \"ndiffports\"\nsubflows = 1\n", 3, "userspace.rule[1].subflows",
+			[]string{"1 is out of range", "want an integer 2..64, at most max_subflows"}},
+		{"subflows above max_subflows", "[[userspace.rule]]\nstrategy = \"ndiffports\"\nmax_subflows = 4\nsubflows = 6\n", 4, "userspace.rule[1].subflows",
+			[]string{"6 is more than max_subflows (4) allows", "raise max_subflows to at least 6, or lower subflows"}},
+		{"subflows above default max_subflows", "[[userspace.rule]]\nstrategy = \"ndiffports\"\nsubflows = 9\n", 3, "userspace.rule[1].subflows",
+			[]string{"9 is more than max_subflows (8) allows"}},
+		{"announce_port without announce", "[[userspace.rule]]\nside = \"server\"\nstrategy = \"none\"\nannounce_port = 8443\n", 4, "userspace.rule[1].announce_port",
+			[]string{"announce_port needs announce = true", "or announce_port = 0"}},
+		{"announce_port too big", "[[userspace.rule]]\nstrategy = \"none\"\nannounce = true\nannounce_port = 65536\n", 4, "userspace.rule[1].announce_port",
+			[]string{"65536 is out of range", "want an integer 0..65535 (0 for the connection's own port)"}},
+		{"announce on the client side", "[[userspace.rule]]\nside = \"client\"\nstrategy = \"fullmesh\"\nannounce = true\n", 4, "userspace.rule[1].announce",
+			[]string{"announces on server-side connections only", `set side = "server" or "any", or announce = false`}},
+		{"announce type", "[[userspace.rule]]\nstrategy = \"none\"\nannounce = 1\n", 3, "userspace.rule[1].announce", []string{"got an integer", "want true or false"}},
+		{"userspace duplicate names", "[[userspace.rule]]\nname = \"a\"\nstrategy = \"none\"\n\n[[userspace.rule]]\nstrategy = \"none\"\nname = \"a\"\n", 7, "userspace.rule[2].name",
+			[]string{`"a" is also the name of userspace.rule[1]`, "give each rule its own name"}},
+		{"userspace name clashes with a default name", "[[userspace.rule]]\nstrategy = \"none\"\n[[userspace.rule]]\nname = \"userspace.rule 1\"\nstrategy = \"none\"\n", 4, "userspace.rule[2].name",
+			[]string{`"userspace.rule 1" is also the name of userspace.rule[1]`}},
+		{"inline userspace rule", "userspace.rule = [\n  { strategy = \"none\" },\n  { strategy = \"mesh\" },\n]\n", 3, "userspace.rule[2].strategy",
+			[]string{`unknown strategy "mesh"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -447,6 +633,20 @@ func TestValidate(t *testing.T) {
 		{"no rules", func(c *Config) { c.Rules = nil }, "rule: no rules, so no interface would be used (add at least one [[rule]] table)"},
 		{"flags", func(c *Config) { c.Rules[0].Flags = []string{"subflow", "sigal"} }, `rule[1].flags: unknown flag "sigal" (want signal, subflow, backup, fullmesh, laminar)`},
 		{"state_dir NUL", func(c *Config) { c.StateDir = "/run/\x00" }, `state_dir: contains a NUL byte (want an absolute path, e.g. "/run/mptcpd")`},
+		{"userspace strategy", func(c *Config) { c.Userspace.Rules[1].Strategy = "mesh" },
+			`userspace.rule[2].strategy: unknown strategy "mesh" (want fullmesh, per-interface, ndiffports, backup, none)`},
+		{"userspace no rules", func(c *Config) { c.Userspace.Rules = nil },
+			`userspace.rule: no rules, so the daemon would leave every connection alone (add at least one [[userspace.rule]] table; side = "any" with strategy = "none" for one that does nothing)`},
+		{"userspace zero prefix", func(c *Config) { c.Userspace.Rules[0].RemotePrefixes = []netip.Prefix{{}} },
+			`userspace.rule[1].remote_prefixes: element 1 is not a valid prefix (want CIDR notation such as "192.0.2.0/24" or "2001:db8::/32")`},
+		{"userspace zero retry", func(c *Config) { c.Userspace.Retry.Initial = Duration{} },
+			`userspace.retry.initial: 0s is out of range (want a duration 1ms..1h: a string such as "500ms", "30s" or "1m30s" (units ns, us, ms, s, m, h))`},
+		{"userspace zero rule", func(c *Config) { c.Userspace.Rules = []UserspaceRule{{Name: "zero"}} }, strings.Join([]string{
+			`userspace.rule[1].side: empty (want client, server, any)`,
+			`userspace.rule[1].strategy: no strategy (set strategy to one of fullmesh, per-interface, ndiffports, backup, none)`,
+			`userspace.rule[1].max_subflows: 0 is out of range (want an integer 1..64 (the initial subflow included))`,
+			`userspace.rule[1].subflows: 0 is out of range (want an integer 2..64, at most max_subflows)`,
+		}, "\n")},
 		{"netns NUL", func(c *Config) { c.NetNS = "a\x00" }, `netns: invalid network namespace name "a\x00": no '/', '.' or '..' (want a namespace name as ` + "`ip netns list`" + ` shows it, or "" for the daemon's own namespace)`},
 	}
 	for _, tt := range tests {
@@ -568,6 +768,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 	c.Limits.Subflows = Limit{Value: 3}
 	c.Addresses.DenyPrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	c.Rules = append(c.Rules, Rule{Name: "srv", Flags: []string{"signal"}, Port: 443, Preference: 7})
+	c.Userspace = everyUserspaceKey()
 	var buf bytes.Buffer
 	if err := toml.NewEncoder(&buf).EnableMarshalerInterface().Encode(c); err != nil {
 		t.Fatal(err)
