@@ -130,9 +130,10 @@ const (
 	// StrategyNDiffPorts opens Subflows subflows over the initial path:
 	// the same addresses, other source ports (for ECMP fabrics).
 	StrategyNDiffPorts Strategy = "ndiffports"
-	// StrategyBackup opens one subflow from each other interface, as
-	// StrategyPerInterface does, but marks only those from backup
-	// addresses backup: a phone on Wi-Fi with cellular in reserve.
+	// StrategyBackup opens the subflows StrategyPerInterface does and,
+	// while no subflow from an address that is not a backup address is
+	// left, promotes the backup subflows to regular ones: a phone on Wi-Fi
+	// with cellular in reserve.
 	StrategyBackup Strategy = "backup"
 	// StrategyNone opens no subflow: the peer may, and an announcing rule
 	// tells it where.
