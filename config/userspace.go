@@ -218,30 +218,50 @@ func (u *Userspace) Match(side Side, local, remote netip.AddrPort) (rule *Usersp
 // address is taken as IPv4. The host's own addresses are not its business.
 // Allows allocates only for a reason that names a prefix.
 func (p *UserspacePeer) Allows(addr netip.Addr) (ok bool, reason string) {
+	why, pfx := p.check(addr)
+	switch why {
+	case "":
+		return true, ""
+	case "deny":
+		return false, "denied by userspace.peer.deny_prefixes " + pfx.String()
+	}
+	return false, why
+}
+
+// Admits reports what Allows does, without the reason, and never
+// allocates: the check for each announcement of a flood.
+func (p *UserspacePeer) Admits(addr netip.Addr) bool {
+	why, _ := p.check(addr)
+	return why == ""
+}
+
+// check returns why addr is refused ("" if it is not; "deny" with the
+// prefix for the deny list).
+func (p *UserspacePeer) check(addr netip.Addr) (why string, pfx netip.Prefix) {
 	a := addr.Unmap().WithZone("")
 	switch {
 	case !p.Accept:
-		return false, "userspace.peer.accept is false"
+		return "userspace.peer.accept is false", pfx
 	case !a.IsValid():
-		return false, "no address"
+		return "no address", pfx
 	case a.IsUnspecified():
-		return false, "unspecified"
+		return "unspecified", pfx
 	case a.IsLoopback():
-		return false, "loopback"
+		return "loopback", pfx
 	case a.IsLinkLocalUnicast():
-		return false, "link-local"
+		return "link-local", pfx
 	case a.IsMulticast():
-		return false, "multicast"
+		return "multicast", pfx
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return false, "broadcast"
+		return "broadcast", pfx
 	}
 	if pfx := inPrefixes(p.DenyPrefixes, a); pfx.IsValid() {
-		return false, "denied by userspace.peer.deny_prefixes " + pfx.String()
+		return "deny", pfx
 	}
 	if len(p.AllowPrefixes) > 0 && !inPrefixes(p.AllowPrefixes, a).IsValid() {
-		return false, "outside userspace.peer.allow_prefixes"
+		return "outside userspace.peer.allow_prefixes", pfx
 	}
-	return true, ""
+	return "", pfx
 }
 
 // inPrefixes returns the first prefix of list that contains addr (which

@@ -3,6 +3,7 @@ package userspace
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/mptcpd/mptcpd/config"
@@ -101,6 +102,9 @@ func (c *conn) wanted(p *Policy) []slot {
 	switch r.Strategy {
 	case config.StrategyNone:
 	case config.StrategyNDiffPorts:
+		if c.denyJoinID0 {
+			break // the peer accepts no join to its initial address
+		}
 		for range r.Subflows - 1 {
 			add(init)
 		}
@@ -121,15 +125,16 @@ func (c *conn) wanted(p *Policy) []slot {
 		if init.local != nil {
 			initIf = init.local.IfIndex
 		}
-		seen := map[int32]bool{initIf: true}
+		seen := make([]int32, 1, 8)
+		seen[0] = initIf
 		for i := range p.locals {
 			l := &p.locals[i]
-			if seen[l.IfIndex] {
+			if slices.Contains(seen, l.IfIndex) {
 				continue
 			}
 			for _, t := range targets {
 				if sameFamily(l, t) {
-					seen[l.IfIndex] = true
+					seen = append(seen, l.IfIndex)
 					add(slot{local: l, addr: l.Addr, remote: t, backup: l.Backup})
 					break
 				}

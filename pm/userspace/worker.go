@@ -101,6 +101,11 @@ func (w *worker) match(c *conn) {
 		side = config.SideServer
 	}
 	c.rule, _ = w.policy().cfg.Match(side, c.local, c.remote)
+	if c.rule == nil {
+		w.decide(c, Decision{Action: ActionMatch, Local: c.local, Remote: c.remote, Reason: "no rule matches: the connection is left alone"})
+		return
+	}
+	w.decide(c, Decision{Action: ActionMatch, Local: c.local, Remote: c.remote, Reason: "first matching rule"})
 }
 
 func unmapPort(a netip.AddrPort) netip.AddrPort {
@@ -166,29 +171,19 @@ func (w *worker) announced(c *conn, e *genl.Event) {
 		port = c.remote.Port()
 	}
 	ap := netip.AddrPortFrom(addr, port)
-	refuse := func(why string) {
-		c.refused++
-		// A flood is counted, not reported line by line.
-		if c.refused <= 8 {
-			w.decide(c, Decision{Action: ActionRefuse, Remote: ap, RemoteID: e.RemoteID, Reason: why})
-		}
-	}
+	var why refusal
 	switch {
 	case !c.allowAnnouncement(peer, time.Now()):
-		refuse(fmt.Sprintf("more than %d announcements per second from this peer", peer.Rate))
-		return
-	case !peer.Accept:
-		refuse("the policy accepts no announcements (userspace.peer.accept = false)")
-		return
+		why = refusedRate
 	case e.RemoteID == 0:
-		refuse("an announcement with address ID 0")
-		return
+		why = refusedID0
 	case p.own[addr]:
-		refuse("an address of this host")
-		return
+		why = refusedOwn
+	case !peer.Admits(addr):
+		why = refusedPolicy
 	}
-	if ok, why := peer.Allows(addr); !ok {
-		refuse(why)
+	if why != 0 {
+		w.refuse(c, why, ap, e.RemoteID)
 		return
 	}
 	i := slices.IndexFunc(c.remotes, func(r remote) bool { return r.id == e.RemoteID })
@@ -196,7 +191,7 @@ func (w *worker) announced(c *conn, e *genl.Event) {
 	case i >= 0:
 		c.remotes[i].addr = ap // the peer re-announced the ID
 	case c.accepted >= peer.MaxAccepted:
-		refuse(fmt.Sprintf("already %d announcements accepted on this connection (userspace.peer.max_accepted)", c.accepted))
+		w.refuse(c, refusedCap, ap, e.RemoteID)
 		return
 	default:
 		c.accepted++
@@ -204,6 +199,42 @@ func (w *worker) announced(c *conn, e *genl.Event) {
 	}
 	w.decide(c, Decision{Action: ActionAccept, Remote: ap, RemoteID: e.RemoteID, Reason: "allowed by userspace.peer"})
 	w.reconcile(c)
+}
+
+// refusal is why an announcement was refused.
+type refusal uint8
+
+const (
+	refusedRate refusal = iota + 1
+	refusedID0
+	refusedOwn
+	refusedPolicy
+	refusedCap
+)
+
+// refuse counts a refused announcement and reports the first few; the
+// reason is formatted only for those, so a flood costs no allocation.
+func (w *worker) refuse(c *conn, why refusal, ap netip.AddrPort, id uint8) {
+	c.refused++
+	if c.refused > maxRefusalsReported {
+		return
+	}
+	peer := w.policy().cfg.Peer
+	d := Decision{Action: ActionRefuse, Remote: ap, RemoteID: id}
+	switch why {
+	case refusedRate:
+		d.Action = ActionRateLimited
+		d.Reason = fmt.Sprintf("more than %d announcements per second from this peer (userspace.peer.rate)", peer.Rate)
+	case refusedID0:
+		d.Reason = "an announcement with address ID 0"
+	case refusedOwn:
+		d.Reason = "an address of this host"
+	case refusedPolicy:
+		_, d.Reason = peer.Allows(ap.Addr())
+	case refusedCap:
+		d.Reason = fmt.Sprintf("already %d announcements accepted on this connection (userspace.peer.max_accepted)", c.accepted)
+	}
+	w.decide(c, d)
 }
 
 func (w *worker) subEstablished(c *conn, e *genl.Event) {
@@ -240,12 +271,27 @@ func (w *worker) subClosed(c *conn, e *genl.Event) {
 		return
 	}
 	c.subflows = slices.Delete(c.subflows, i, i+1)
-	reason := "closed"
-	if e.SubflowErr != 0 {
-		reason = "closed with error: " + e.SubflowErr.Error()
+	key := pairKey{l.Addr(), r}
+	if w.wants(c, key) {
+		reason := "closed"
+		if e.SubflowErr != 0 {
+			reason = "closed with error: " + e.SubflowErr.Error()
+		}
+		w.failed(c, key, reason)
 	}
-	w.failed(c, pairKey{l.Addr(), r}, reason)
 	w.reconcile(c)
+}
+
+// wants reports whether the connection's strategy wants a subflow of the
+// pair that it may ask for (not the initial one over an address that is
+// not usable).
+func (w *worker) wants(c *conn, key pairKey) bool {
+	for i, s := range c.wanted(w.policy()) {
+		if s.key() == key && (i > 0 || s.local != nil) {
+			return true
+		}
+	}
+	return false
 }
 
 // giveUp stops asking for a pair's subflow until the interfaces change.
@@ -354,7 +400,7 @@ func (w *worker) create(c *conn, s slot) bool {
 	err := w.k.CreateSubflow(c.token, ep, s.remote)
 	local := netip.AddrPortFrom(s.addr, 0)
 	d := Decision{Action: ActionCreate, Local: local, Remote: s.remote, LocalID: ep.ID, Backup: s.backup,
-		Reason: fmt.Sprintf("strategy %s wants it", c.rule.Strategy)}
+		Reason: createReasons[c.rule.Strategy]}
 	if err != nil {
 		d.Action, d.Err = ActionFailed, err
 		w.decide(c, d)
@@ -372,6 +418,18 @@ func (w *worker) create(c *conn, s slot) bool {
 	w.schedule(c.token, time.Now().Add(w.m.opts.PendingTimeout))
 	return true
 }
+
+// createReasons are the reasons of the subflows each strategy asks for.
+var createReasons = map[config.Strategy]string{
+	config.StrategyFullmesh:     "strategy fullmesh wants it",
+	config.StrategyPerInterface: "strategy per-interface wants it",
+	config.StrategyNDiffPorts:   "strategy ndiffports wants it",
+	config.StrategyBackup:       "strategy backup wants it",
+}
+
+// maxRefusalsReported is how many refused announcements per connection
+// are reported one by one; the rest are only counted.
+const maxRefusalsReported = 8
 
 // initialID is the address ID used for subflows from the initial
 // subflow's local address when the policy does not make it usable (ID 0
