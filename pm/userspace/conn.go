@@ -70,6 +70,11 @@ type conn struct {
 	filled   time.Time
 	accepted int
 	refused  int
+
+	// initUsable: the initial subflow's local address has been usable,
+	// so when it stops being usable its subflows close like any other's
+	// (one that never was, outside the interface policy, is left alone).
+	initUsable bool
 }
 
 // present counts the established subflows.

@@ -45,8 +45,6 @@ type worker struct {
 }
 
 func (w *worker) run(ctx context.Context) {
-	w.timer = time.NewTimer(time.Hour)
-	w.timer.Stop()
 	defer w.timer.Stop()
 	for {
 		select {
@@ -171,29 +169,36 @@ func (w *worker) announced(c *conn, e *genl.Event) {
 		port = c.remote.Port()
 	}
 	ap := netip.AddrPortFrom(addr, port)
+	// The rate applies to the announcements that would change something
+	// (a new address accepted, an accepted ID moved): the refusals before
+	// it are cheap, and must not use up the burst of a peer that announces
+	// all its addresses at once, or an allowed address announced just
+	// after a refused one would be lost (the peer does not repeat it).
 	var why refusal
+	i := -1
 	switch {
-	case !c.allowAnnouncement(peer, time.Now()):
-		why = refusedRate
 	case e.RemoteID == 0:
 		why = refusedID0
 	case p.own[addr]:
 		why = refusedOwn
 	case !peer.Admits(addr):
 		why = refusedPolicy
+	default:
+		i = slices.IndexFunc(c.remotes, func(r remote) bool { return r.id == e.RemoteID })
+		switch {
+		case i < 0 && c.accepted >= peer.MaxAccepted:
+			why = refusedCap
+		case !c.allowAnnouncement(peer, time.Now()):
+			why = refusedRate
+		}
 	}
 	if why != 0 {
 		w.refuse(c, why, ap, e.RemoteID)
 		return
 	}
-	i := slices.IndexFunc(c.remotes, func(r remote) bool { return r.id == e.RemoteID })
-	switch {
-	case i >= 0:
+	if i >= 0 {
 		c.remotes[i].addr = ap // the peer re-announced the ID
-	case c.accepted >= peer.MaxAccepted:
-		w.refuse(c, refusedCap, ap, e.RemoteID)
-		return
-	default:
+	} else {
 		c.accepted++
 		c.remotes = append(c.remotes, remote{id: e.RemoteID, addr: ap})
 	}
@@ -337,6 +342,9 @@ func (w *worker) reconcile(c *conn) {
 		return
 	}
 	p := w.policy()
+	if p.local(c.local.Addr()) != nil {
+		c.initUsable = true
+	}
 	slots := c.wanted(p)
 	now := time.Now()
 	taken := make([]bool, len(c.subflows))
@@ -358,10 +366,13 @@ func (w *worker) reconcile(c *conn) {
 			taken = append(taken, true)
 		}
 	}
-	// Subflows over addresses that are gone.
+	// Subflows over addresses that are gone. Those over the initial
+	// address too if it was usable (its link lost carrier, say), so that
+	// traffic moves to the others at once, but never the connection's
+	// last subflow.
 	for i := 0; i < len(c.subflows); i++ {
 		s := c.subflows[i]
-		if s.local.Addr() == c.local.Addr() || p.local(s.local.Addr()) != nil || !s.up {
+		if s.local.Addr() == c.local.Addr() && (!c.initUsable || c.present() <= 1) || p.local(s.local.Addr()) != nil || !s.up {
 			continue
 		}
 		err := w.k.DestroySubflow(c.token, s.local, s.remote)
@@ -551,9 +562,11 @@ func (w *worker) adopt(list []diag.Connection, listeners []netip.AddrPort, at ti
 				c.accepted++
 			}
 		}
-		// Subflows asked for after the listing was taken stay.
+		// Subflows asked for after the listing was taken stay, pending or
+		// already established (events are handled while the listing is
+		// read): forgetting one would have it asked for twice.
 		for _, s := range c.subflows {
-			if !s.up && s.since.After(at) {
+			if s.since.After(at) && !slices.ContainsFunc(subs, func(x subflow) bool { return x.local == s.local && x.remote == s.remote }) {
 				subs = append(subs, s)
 			}
 		}
