@@ -5,6 +5,11 @@ import (
 	"github.com/mdlayher/netlink"
 )
 
+// receiveBuffer is the size of the buffer replies and events are read
+// into: netlink_dump() in the kernel expects readers to offer 32 KiB, and
+// no mptcp_pm message comes near it.
+const receiveBuffer = 32 << 10
+
 // New opens a Client of the mptcp_pm family, in the caller's network
 // namespace or the one given with WithNetNS.
 // Errors: ErrUnavailable when the kernel has no mptcp_pm family (no MPTCP,
@@ -12,8 +17,10 @@ import (
 func New(opts ...Option) (*Client, error) {
 	o := buildOptions(opts)
 	dial := func() (*genetlink.Conn, error) {
-		// Strict: the kernel's extended-ACK text reaches our errors.
-		return genetlink.Dial(&netlink.Config{Strict: true, NetNS: o.netNS})
+		// Strict: the kernel's extended-ACK text reaches our errors. A
+		// buffer of the size the kernel expects (it caps a dump's datagram
+		// at 32 KiB) spares each reply the read that peeks at its size.
+		return genetlink.Dial(&netlink.Config{Strict: true, NetNS: o.netNS, MessageBufferSize: receiveBuffer})
 	}
 	c, err := dial()
 	if err != nil {

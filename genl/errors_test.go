@@ -35,6 +35,9 @@ func requestMethods() []requestMethod {
 			_, err := c.AddEndpoint(Endpoint{ID: 3, Addr: v4, Flags: FlagSubflow})
 			return err
 		}},
+		{"CreateEndpoint", func(c *Client) error {
+			return c.CreateEndpoint(Endpoint{ID: 3, Addr: v4, Flags: FlagSubflow})
+		}},
 		{"DeleteEndpoint", func(c *Client) error { return c.DeleteEndpoint(3) }},
 		{"DeleteAddressID0", func(c *Client) error { return c.DeleteAddressID0(v4) }},
 		{"FlushEndpoints", func(c *Client) error { return c.FlushEndpoints() }},
@@ -271,6 +274,8 @@ func TestValidation(t *testing.T) {
 			_, err := c.AddEndpoint(Endpoint{Addr: v4, IfIndex: -1})
 			return err
 		}},
+		{"CreateEndpoint ID 0", func(c *Client) error { return c.CreateEndpoint(Endpoint{Addr: v4, Flags: FlagSubflow}) }},
+		{"CreateEndpoint without address", func(c *Client) error { return c.CreateEndpoint(Endpoint{ID: 1, Flags: FlagSignal}) }},
 		{"DeleteEndpoint ID 0", func(c *Client) error { return c.DeleteEndpoint(0) }},
 		{"DeleteAddressID0 without address", func(c *Client) error { return c.DeleteAddressID0(netip.Addr{}) }},
 		{"SetEndpointFlags ID 0", func(c *Client) error { return c.SetEndpointFlags(0, FlagBackup) }},

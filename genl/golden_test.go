@@ -130,6 +130,13 @@ func TestGoldenRequests(t *testing.T) {
 			want: Endpoint{ID: 3, Addr: v4, Port: 8080, Flags: FlagSignal, IfIndex: 3},
 		},
 		{
+			// The same request as AddEndpoint's, and no read-back.
+			golden: "add_v4_full",
+			call: func(c *Client) (any, error) {
+				return nil, c.CreateEndpoint(Endpoint{ID: 3, Addr: v4, Port: 8080, Flags: FlagSignal, IfIndex: 3})
+			},
+		},
+		{
 			golden: "add_v6_flags",
 			call: func(c *Client) (any, error) {
 				return c.AddEndpoint(Endpoint{ID: 7, Addr: v6, Flags: FlagSubflow | FlagBackup | FlagFullmesh})
