@@ -118,7 +118,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer client.Close()
-	rec := pm.NewReconciler(kernel{client, nsfd}, pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}, log)
+	store := &pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}
+	defer store.Close()
+	rec := pm.NewReconciler(kernel{client, nsfd}, store, log)
 	if !caps.Enabled {
 		log.Warn("MPTCP is disabled in this namespace (net.mptcp.enabled = 0): endpoints are kept, but applications get plain TCP")
 	}
@@ -164,11 +166,23 @@ type watcher struct {
 
 // watch starts a Monitor of the namespace; it reads and watches routes only
 // when the policy needs them (require_route), so a host with a large
-// routing table does not re-read it on every change.
-func watch(ctx context.Context, nsfd int, routes bool) (*watcher, error) {
+// routing table does not re-read it on every change. Without routes, new
+// addresses go to rec's fast path straight from the goroutine that
+// receives them, ahead of the full reconcile.
+func watch(ctx context.Context, log *slog.Logger, nsfd int, routes bool, rec *pm.Reconciler) (*watcher, error) {
 	opts := []netmon.Option{netmon.WithNetNS(nsfd)}
 	if !routes {
-		opts = append(opts, netmon.WithoutRoutes())
+		opts = append(opts, netmon.WithoutRoutes(), netmon.WithNewAddrs(func(added []netmon.NewAddr) {
+			res, err := rec.AddNew(added)
+			if err != nil {
+				// The full reconcile that follows tries again, and reports
+				// what still fails.
+				log.Debug("fast path failed; the full reconcile follows", "error", err)
+			}
+			for _, s := range res.Skipped {
+				log.Debug("new address not made an endpoint at once", "addr", s.Addr, "interface", s.Interface, "reason", s.Reason)
+			}
+		}))
 	}
 	mon, err := netmon.New(opts...)
 	if err != nil {
@@ -189,7 +203,7 @@ func (w *watcher) close() {
 // loop reconciles at start, on every interface change, on reload and
 // periodically, until ctx ends.
 func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Config, rec *pm.Reconciler, nsfd int) error {
-	w, err := watch(ctx, nsfd, cfg.Addresses.RequireRoute)
+	w, err := watch(ctx, log, nsfd, cfg.Addresses.RequireRoute, rec)
 	if err != nil {
 		return err
 	}
@@ -219,6 +233,12 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 		start := time.Now()
 		if why != "interface change" {
 			w.mon.Refresh()
+		}
+		// The state read next has every change signalled so far: a signal
+		// still waiting would only repeat this reconcile.
+		select {
+		case <-w.mon.Changes():
+		default:
 		}
 		st, err := w.mon.State()
 		if err == nil {
@@ -272,7 +292,7 @@ func loop(ctx context.Context, opts Options, log *slog.Logger, cfg *config.Confi
 				log.Error("reload refused: netns and state_dir cannot change while running; restart mptcpd", "netns", next.NetNS, "state_dir", next.StateDir)
 			default:
 				if next.Addresses.RequireRoute != w.routes {
-					nw, err := watch(ctx, nsfd, next.Addresses.RequireRoute)
+					nw, err := watch(ctx, log, nsfd, next.Addresses.RequireRoute, rec)
 					if err != nil {
 						log.Error("reload refused: cannot watch interfaces", "error", err)
 						break
