@@ -174,6 +174,9 @@ func watch(ctx context.Context, log *slog.Logger, nsfd int, routes bool, rec *pm
 	if !routes {
 		opts = append(opts, netmon.WithoutRoutes(), netmon.WithNewAddrs(func(added []netmon.NewAddr) {
 			res, err := rec.AddNew(added)
+			if !log.Enabled(ctx, slog.LevelDebug) {
+				return
+			}
 			if err != nil {
 				// The full reconcile that follows tries again, and reports
 				// what still fails.
