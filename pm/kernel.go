@@ -217,7 +217,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 			toAdd = append(toAdd, w)
 		}
 	}
-	added, err := r.add(&own, toAdd, append(slices.Clone(kept), foreign...), r.kernel.AddEndpoint, "address on an interface the policy selects")
+	added, err := r.add(&own, toAdd, [2][]genl.Endpoint{kept, foreign}, r.kernel.AddEndpoint, "address on an interface the policy selects")
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -320,22 +320,23 @@ func (r *Reconciler) AddNew(added []netmon.NewAddr) (Result, error) {
 			cands = append(cands, w)
 		}
 	}
-	slices.SortStableFunc(cands, better)
+	if len(cands) > 1 {
+		slices.SortStableFunc(cands, better)
+	}
 
 	var toAdd []Want
 	room := MaxEndpoints - len(last.foreign)
 	for _, w := range cands {
-		same := func(ep genl.Endpoint) bool { return keyOf(ep) == w.key() }
-		sameWant := func(o Want) bool { return o.key() == w.key() }
-		if i := slices.IndexFunc(last.foreign, same); i >= 0 {
+		k := w.key()
+		if i := indexKey(last.foreign, k); i >= 0 {
 			skip(w, fmt.Sprintf("endpoint id %d with this address was added by someone else; left alone", last.foreign[i].ID))
 			continue
 		}
 		switch {
-		case slices.ContainsFunc(last.ours, same):
+		case indexKey(last.ours, k) >= 0:
 			// An endpoint already: whether it needs changing is
 			// Reconcile's to say.
-		case slices.ContainsFunc(last.wants, sameWant) || slices.ContainsFunc(toAdd, sameWant):
+		case wanted(last.wants, k) || wanted(toAdd, k):
 			skip(w, "left to a full reconcile: the address is wanted already")
 		case len(last.wants)+len(toAdd) >= room || len(last.ours)+len(last.foreign)+len(toAdd) >= MaxEndpoints:
 			skip(w, fmt.Sprintf("left to a full reconcile: the last of the kernel's %d places go by the rules' preferences", MaxEndpoints))
@@ -376,7 +377,7 @@ func (r *Reconciler) AddNew(added []netmon.NewAddr) (Result, error) {
 		}
 		return ep, err
 	}
-	res.Added, err = r.add(&own, toAdd, append(slices.Clone(last.ours), last.foreign...), create, "new address on an interface the policy selects")
+	res.Added, err = r.add(&own, toAdd, [2][]genl.Endpoint{last.ours, last.foreign}, create, "new address on an interface the policy selects")
 	last.ours = append(last.ours, res.Added...)
 	for _, ep := range res.Added {
 		if i := slices.IndexFunc(toAdd, func(w Want) bool { return w.key() == keyOf(ep) }); i >= 0 {
@@ -384,6 +385,26 @@ func (r *Reconciler) AddNew(added []netmon.NewAddr) (Result, error) {
 		}
 	}
 	return res, errors.Join(err, limitsErr)
+}
+
+// indexKey returns the index of the endpoint with the key k in eps, or -1.
+func indexKey(eps []genl.Endpoint, k addrKey) int {
+	for i, ep := range eps {
+		if keyOf(ep) == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// wanted reports whether one of wants has the key k.
+func wanted(wants []Want, k addrKey) bool {
+	for _, w := range wants {
+		if w.key() == k {
+			return true
+		}
+	}
+	return false
 }
 
 // read loads the ownership records and the kernel's endpoints and splits
@@ -447,19 +468,21 @@ func (r *Reconciler) save(o Ownership) error {
 
 // add adds the wanted endpoints with IDs it picks itself, so that the
 // records are complete before the requests: if the daemon dies right after
-// the kernel added them, the records still claim them. present are the
-// endpoints in the kernel, whose IDs are taken; addEndpoint makes the
-// request and returns the endpoint as the kernel has it; reason goes to
-// the log.
-func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint, addEndpoint func(genl.Endpoint) (genl.Endpoint, error), reason string) ([]genl.Endpoint, error) {
+// the kernel added them, the records still claim them. The endpoints in
+// the kernel, whose IDs are taken, are those of the lists in present;
+// addEndpoint makes the request and returns the endpoint as the kernel has
+// it; reason goes to the log.
+func (r *Reconciler) add(own *Ownership, wants []Want, present [2][]genl.Endpoint, addEndpoint func(genl.Endpoint) (genl.Endpoint, error), reason string) ([]genl.Endpoint, error) {
 	if len(wants) == 0 {
 		return nil, nil
 	}
 	var used [256]bool
 	highest := 0
-	for _, ep := range present {
-		used[ep.ID] = true
-		highest = max(highest, int(ep.ID))
+	for _, eps := range present {
+		for _, ep := range eps {
+			used[ep.ID] = true
+			highest = max(highest, int(ep.ID))
+		}
 	}
 	eps := make([]genl.Endpoint, 0, len(wants))
 	recs := make([]OwnedEndpoint, 0, len(wants))
@@ -475,11 +498,12 @@ func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint, 
 		recs = append(recs, OwnedEndpoint{ID: id, Addr: ep.Addr, Port: ep.Port})
 	}
 	own.Endpoints = append(own.Endpoints, recs...)
-	keep := r.save
+	var err error
 	if len(recs) == 1 {
-		keep = func(own Ownership) error { return r.record(own, change{OwnedEndpoint: recs[0]}) }
+		err = r.record(*own, change{OwnedEndpoint: recs[0]})
+	} else {
+		err = r.save(*own)
 	}
-	err := keep(*own)
 	if err != nil {
 		own.Endpoints = own.Endpoints[:len(own.Endpoints)-len(recs)]
 		return nil, err
