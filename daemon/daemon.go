@@ -134,8 +134,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer client.Close()
+	store := &pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}
+	defer store.Close()
 	kern := &kernel{Client: client, nsfd: nsfd}
-	rec := pm.NewReconciler(kern, pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}, log)
+	rec := pm.NewReconciler(kern, store, log)
 	if !caps.Enabled {
 		log.Warn("MPTCP is disabled in this namespace (net.mptcp.enabled = 0): endpoints are kept, but applications get plain TCP")
 	}
@@ -244,11 +246,13 @@ type watcher struct {
 
 // watch starts a Monitor of the namespace; it reads and watches routes only
 // when the policy needs them (require_route), so a host with a large
-// routing table does not re-read it on every change.
-func watch(ctx context.Context, nsfd int, routes bool) (*watcher, error) {
+// routing table does not re-read it on every change. Without routes, new
+// addresses go to rec's fast path straight from the goroutine that
+// receives them, ahead of the full reconcile.
+func watch(ctx context.Context, nsfd int, routes bool, newAddrs func([]netmon.NewAddr)) (*watcher, error) {
 	opts := []netmon.Option{netmon.WithNetNS(nsfd)}
 	if !routes {
-		opts = append(opts, netmon.WithoutRoutes())
+		opts = append(opts, netmon.WithoutRoutes(), netmon.WithNewAddrs(newAddrs))
 	}
 	mon, err := netmon.New(opts...)
 	if err != nil {
@@ -270,7 +274,7 @@ func (w *watcher) close() {
 // periodically, until ctx ends.
 func (n *node) loop(ctx context.Context, svc *api.Service) error {
 	opts, log := n.opts, n.log
-	w, err := watch(ctx, n.nsfd, n.cfg.Addresses.RequireRoute)
+	w, err := watch(ctx, n.nsfd, n.cfg.Addresses.RequireRoute, n.newAddrs)
 	if err != nil {
 		return err
 	}

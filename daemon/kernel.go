@@ -32,6 +32,15 @@ func (k *kernel) AddEndpoint(ep genl.Endpoint) (genl.Endpoint, error) {
 	return got, k.count("add_addr", err)
 }
 
+func (k *kernel) CreateEndpoint(ep genl.Endpoint) error {
+	return k.count("add_addr", k.Client.CreateEndpoint(ep))
+}
+
+func (k *kernel) SetLimitsAndCreateEndpoint(l genl.Limits, ep genl.Endpoint) (limitsErr, addErr error) {
+	limitsErr, addErr = k.Client.SetLimitsAndCreateEndpoint(l, ep)
+	return k.count("set_limits", limitsErr), k.count("add_addr", addErr)
+}
+
 func (k *kernel) DeleteEndpoint(id uint8) error {
 	return k.count("del_addr", k.Client.DeleteEndpoint(id))
 }

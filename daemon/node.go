@@ -63,9 +63,11 @@ type node struct {
 	reconcileErrors uint64
 
 	// stateMu guards the last interface state read, for interface names
-	// and the watch snapshot.
+	// and the watch snapshot, and the addresses already published from
+	// the fast path (early), which the next diff of the state skips.
 	stateMu sync.RWMutex
 	state   netmon.State
+	early   map[netip.Prefix]bool
 }
 
 // version is the daemon's version, from the build information.
@@ -90,6 +92,12 @@ func (n *node) reconcile(why string, fresh bool) error {
 	start := time.Now()
 	if fresh {
 		n.w.mon.Refresh()
+	}
+	// The state read next has every change signalled so far: a signal
+	// still waiting would only repeat this reconcile.
+	select {
+	case <-n.w.mon.Changes():
+	default:
 	}
 	st, err := n.w.mon.State()
 	var res pm.Result
@@ -159,6 +167,8 @@ func (n *node) publishInterfaceChanges(st netmon.State) {
 	n.stateMu.Lock()
 	prev := n.state
 	n.state = st
+	early := n.early
+	n.early = nil
 	n.stateMu.Unlock()
 	if n.broker.Subscribers() == 0 {
 		return
@@ -186,7 +196,7 @@ func (n *node) publishInterfaceChanges(st netmon.State) {
 	cur := make(map[string]bool, len(st.Addrs))
 	for _, a := range st.Addrs {
 		cur[key(a)] = true
-		if !old[key(a)] {
+		if !old[key(a)] && !early[a.Prefix] {
 			n.broker.Publish(events.Event{Kind: events.KindAddressAdded, Addr: &a})
 		}
 	}
@@ -194,6 +204,42 @@ func (n *node) publishInterfaceChanges(st netmon.State) {
 		if !cur[key(a)] {
 			n.broker.Publish(events.Event{Kind: events.KindAddressRemoved, Addr: &a})
 		}
+	}
+}
+
+// newAddrs is the fast path from a new address to its endpoint (kernel
+// mode): called by the watcher as the kernel announces an address, before
+// the full reconcile that follows. Watchers see the address before the
+// endpoint made of it.
+func (n *node) newAddrs(added []netmon.NewAddr) {
+	if n.mode != "kernel" {
+		return
+	}
+	if n.broker.Subscribers() > 0 {
+		n.stateMu.Lock()
+		if n.early == nil {
+			n.early = map[netip.Prefix]bool{}
+		}
+		for _, a := range added {
+			if _, known := n.state.Links[a.Addr.Index]; known && !slices.ContainsFunc(n.state.Addrs, func(x netmon.Addr) bool { return x.Prefix == a.Addr.Prefix && x.Index == a.Addr.Index }) && !n.early[a.Addr.Prefix] {
+				n.early[a.Addr.Prefix] = true
+				addr := a.Addr
+				n.broker.Publish(events.Event{Kind: events.KindAddressAdded, Addr: &addr})
+			}
+		}
+		n.stateMu.Unlock()
+	}
+	res, err := n.rec.AddNew(added)
+	if !n.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	if err != nil {
+		// The full reconcile that follows tries again, and reports what
+		// still fails.
+		n.log.Debug("fast path failed; the full reconcile follows", "error", err)
+	}
+	for _, s := range res.Skipped {
+		n.log.Debug("new address not made an endpoint at once", "addr", s.Addr, "interface", s.Interface, "reason", s.Reason)
 	}
 }
 
@@ -523,7 +569,7 @@ func (n *node) switchWatcher(next *config.Config) error {
 	if next.Addresses.RequireRoute == n.w.routes {
 		return nil
 	}
-	nw, err := watch(n.w.ctx, n.nsfd, next.Addresses.RequireRoute)
+	nw, err := watch(n.w.ctx, n.nsfd, next.Addresses.RequireRoute, n.newAddrs)
 	if err != nil {
 		return err
 	}

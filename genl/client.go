@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
@@ -22,6 +23,19 @@ type Client struct {
 	// dial opens another connection in the same namespace, for subscriptions.
 	dial func() (*genetlink.Conn, error)
 	opts options
+
+	// mu pairs the requests sent on c with their answers.
+	mu sync.Mutex
+	// raw is c's descriptor, for sendTogether; nil when c has none (a
+	// test's connection).
+	raw syscall.RawConn
+	// seq numbers the requests sendTogether writes; buf holds them, sent
+	// their headers, and write writes buf, setting werr; under mu.
+	seq   uint32
+	buf   []byte
+	sent  []netlink.Message
+	write func(fd uintptr) bool
+	werr  error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -66,6 +80,9 @@ func initClient(c *genetlink.Conn, dial func() (*genetlink.Conn, error), o optio
 		return nil, wrapNetlink("resolve family "+FamilyName, err)
 	}
 	cl := &Client{c: c, family: f, dial: dial, opts: o}
+	if raw, err := c.SyscallConn(); err == nil {
+		cl.raw = raw
+	}
 	for _, g := range f.Groups {
 		if g.Name == EventsGroupName {
 			cl.events = g.ID
@@ -86,27 +103,115 @@ func (c *Client) Close() error {
 func (c *Client) Family() genetlink.Family { return c.family }
 
 // execute sends one request and returns the replies; every request of the
-// client goes through here, and every error is converted here.
+// client goes through here or executeInOrder, and every error is converted
+// there.
 func (c *Client) execute(op string, cmd command, flags netlink.HeaderFlags, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
+	msg, err := message(op, cmd, encode)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	msgs, err := c.c.Execute(msg, c.family.ID, netlink.Request|flags)
+	if err != nil {
+		return nil, wrapNetlink(op, err)
+	}
+	return msgs, nil
+}
+
+// request is a request that wants nothing back but its acknowledgement:
+// SET_LIMITS, or ADD_ADDR. It is a plain value, so that building one costs
+// no allocation on the way from a new address to its endpoint.
+type request struct {
+	op     string
+	cmd    command
+	limits Limits   // SET_LIMITS
+	nest   addrNest // ADD_ADDR
+}
+
+// encode writes the request's attributes with the netlink package.
+func (r request) encode(ae *netlink.AttributeEncoder) {
+	switch r.cmd {
+	case cmdSetLimits:
+		ae.Uint32(uint16(pmAttrRcvAddAddrs), r.limits.AddAddrAccepted)
+		ae.Uint32(uint16(pmAttrSubflows), r.limits.Subflows)
+	case cmdAddAddr:
+		r.nest.nest(ae, pmAttrAddr)
+	}
+}
+
+// appendAttrs appends the bytes encode writes, without allocating.
+func (r request) appendAttrs(b []byte) []byte {
+	switch r.cmd {
+	case cmdSetLimits:
+		b = appendU32Attr(b, uint16(pmAttrRcvAddAddrs), r.limits.AddAddrAccepted)
+		return appendU32Attr(b, uint16(pmAttrSubflows), r.limits.Subflows)
+	case cmdAddAddr:
+		return r.nest.appendNest(b, pmAttrAddr)
+	}
+	return b
+}
+
+// executeInOrder sends requests one after the other without waiting for
+// the answer to one before it sends the next, then reads every answer. The
+// kernel handles them in order, each whatever became of the one before. It
+// sets errs[i] to the error of reqs[i]; one that could not be sent has the
+// error that stopped it, and the requests after it are not sent either.
+func (c *Client) executeInOrder(errs []error, reqs ...request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sent, err := c.sendTogether(reqs)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// A connection without a descriptor (a test's): one by one,
+		// through the netlink package.
+		sent, err = nil, nil
+		for i, r := range reqs {
+			m, merr := message(r.op, r.cmd, r.encode)
+			if merr != nil {
+				for j := i; j < len(errs); j++ {
+					errs[j] = merr
+				}
+				return
+			}
+			var nm netlink.Message
+			if nm, err = c.c.Send(m, c.family.ID, netlink.Request|netlink.Acknowledge); err != nil {
+				break
+			}
+			sent = append(sent, nm)
+		}
+	}
+	if err != nil {
+		for j := len(sent); j < len(errs); j++ {
+			errs[j] = wrapNetlink(reqs[len(sent)].op, err)
+		}
+	}
+	for i, nm := range sent {
+		_, raw, err := c.c.Receive()
+		if err == nil {
+			err = netlink.Validate(nm, raw)
+		}
+		if err != nil {
+			errs[i] = wrapNetlink(reqs[i].op, err)
+		}
+	}
+}
+
+// message encodes a request.
+func message(op string, cmd command, encode func(*netlink.AttributeEncoder)) (genetlink.Message, error) {
 	var data []byte
 	if encode != nil {
 		ae := netlink.NewAttributeEncoder()
 		encode(ae)
 		b, err := ae.Encode()
 		if err != nil {
-			return nil, invalidf(op, "encoding request: %v", err)
+			return genetlink.Message{}, invalidf(op, "encoding request: %v", err)
 		}
 		data = b
 	}
-	msg := genetlink.Message{
+	return genetlink.Message{
 		Header: genetlink.Header{Command: uint8(cmd), Version: FamilyVersion},
 		Data:   data,
-	}
-	msgs, err := c.c.Execute(msg, c.family.ID, netlink.Request|flags)
-	if err != nil {
-		return nil, wrapNetlink(op, err)
-	}
-	return msgs, nil
+	}, nil
 }
 
 // wrapNetlink converts an error of the netlink library into an *Error,
@@ -153,20 +258,7 @@ func (c *Client) Endpoint(id uint8) (Endpoint, error) {
 // FlagSignal, FlagSignal with FlagFullmesh, FlagImplicit, no address),
 // ErrPermission.
 func (c *Client) AddEndpoint(ep Endpoint) (Endpoint, error) {
-	const op = "add endpoint"
-	if !ep.Addr.IsValid() {
-		return Endpoint{}, invalidf(op, "endpoint address is required")
-	}
-	if ep.Flags&FlagImplicit != 0 {
-		return Endpoint{}, invalidf(op, "flag implicit is set by the kernel only")
-	}
-	if err := checkIfIndex(op, ep.IfIndex); err != nil {
-		return Endpoint{}, err
-	}
-	n := addrNest{id: ep.ID, addr: ep.Addr, port: ep.Port, flags: ep.Flags, ifIndex: ep.IfIndex}
-	if _, err := c.execute(op, cmdAddAddr, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
-		n.nest(ae, pmAttrAddr)
-	}); err != nil {
+	if err := c.addAddr("add endpoint", ep); err != nil {
 		return Endpoint{}, err
 	}
 	// The kernel does not return the endpoint it created; find it.
@@ -180,6 +272,74 @@ func (c *Client) AddEndpoint(ep Endpoint) (Endpoint, error) {
 		}
 	}
 	return Endpoint{}, fmt.Errorf("reading back the new endpoint: %s: %w", ep.Addr, ErrNotFound)
+}
+
+// CreateEndpoint creates an endpoint with the ID the caller chose (ADD_ADDR)
+// and, unlike AddEndpoint, does not read it back: it costs one request, for
+// callers in a hurry that know the ID and can do without the flags the
+// kernel kept (it drops those it does not know).
+//
+// Errors: as AddEndpoint's; ErrInvalid for ID 0.
+func (c *Client) CreateEndpoint(ep Endpoint) error {
+	r, err := createRequest(ep)
+	if err != nil {
+		return err
+	}
+	_, err = c.execute(r.op, r.cmd, netlink.Acknowledge, r.encode)
+	return err
+}
+
+// SetLimitsAndCreateEndpoint is SetLimits, then CreateEndpoint, sent back
+// to back: the add does not wait for the answer to the limits. The kernel
+// handles them in order, so the endpoint comes with the new limits in force
+// (connections may open subflows from it at once), and sooner than with
+// the two calls. The endpoint is created even if the limits are refused,
+// and the other way round; each has its error. When ep is not valid,
+// nothing is sent, and both errors are that one.
+//
+// Errors: limitsErr as SetLimits's, createErr as CreateEndpoint's.
+func (c *Client) SetLimitsAndCreateEndpoint(l Limits, ep Endpoint) (limitsErr, createErr error) {
+	r, err := createRequest(ep)
+	if err != nil {
+		return err, err
+	}
+	var errs [2]error
+	c.executeInOrder(errs[:], setLimitsRequest(l), r)
+	return errs[0], errs[1]
+}
+
+// addAddr sends ADD_ADDR for ep.
+func (c *Client) addAddr(op string, ep Endpoint) error {
+	r, err := addRequest(op, ep)
+	if err != nil {
+		return err
+	}
+	_, err = c.execute(r.op, r.cmd, netlink.Acknowledge, r.encode)
+	return err
+}
+
+// createRequest is CreateEndpoint's request.
+func createRequest(ep Endpoint) (request, error) {
+	const op = "create endpoint"
+	if ep.ID == 0 {
+		return request{}, invalidf(op, "endpoint ID must be 1..255, got 0 (use AddEndpoint to let the kernel choose)")
+	}
+	return addRequest(op, ep)
+}
+
+// addRequest is ADD_ADDR for ep.
+func addRequest(op string, ep Endpoint) (request, error) {
+	if !ep.Addr.IsValid() {
+		return request{}, invalidf(op, "endpoint address is required")
+	}
+	if ep.Flags&FlagImplicit != 0 {
+		return request{}, invalidf(op, "flag implicit is set by the kernel only")
+	}
+	if err := checkIfIndex(op, ep.IfIndex); err != nil {
+		return request{}, err
+	}
+	n := addrNest{id: ep.ID, addr: ep.Addr, port: ep.Port, flags: ep.Flags, ifIndex: ep.IfIndex}
+	return request{op: op, cmd: cmdAddAddr, nest: n}, nil
 }
 
 // DeleteEndpoint deletes the endpoint with the given ID (DEL_ADDR); the
@@ -263,11 +423,14 @@ func (c *Client) Limits() (Limits, error) {
 // Errors: ErrLimit and ErrInvalid for a value above the kernel's maximum (8
 // on current kernels), ErrPermission.
 func (c *Client) SetLimits(l Limits) error {
-	_, err := c.execute("set limits", cmdSetLimits, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
-		ae.Uint32(uint16(pmAttrRcvAddAddrs), l.AddAddrAccepted)
-		ae.Uint32(uint16(pmAttrSubflows), l.Subflows)
-	})
+	r := setLimitsRequest(l)
+	_, err := c.execute(r.op, r.cmd, netlink.Acknowledge, r.encode)
 	return err
+}
+
+// setLimitsRequest is SetLimits's request.
+func setLimitsRequest(l Limits) request {
+	return request{op: "set limits", cmd: cmdSetLimits, limits: l}
 }
 
 // LocalAddresses returns the local addresses of a connection managed by a

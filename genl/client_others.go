@@ -2,9 +2,18 @@
 
 package genl
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/mdlayher/netlink"
+)
 
 // New returns errors.ErrUnsupported: MPTCP path management is Linux-only.
 func New(opts ...Option) (*Client, error) {
+	return nil, errors.ErrUnsupported
+}
+
+// sendTogether needs Linux netlink.
+func (c *Client) sendTogether([]request) ([]netlink.Message, error) {
 	return nil, errors.ErrUnsupported
 }

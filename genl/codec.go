@@ -56,6 +56,62 @@ func (n addrNest) nest(ae *netlink.AttributeEncoder, typ pmAttr) {
 	})
 }
 
+// appendNest appends to b the bytes nest writes, without allocating.
+func (n addrNest) appendNest(b []byte, typ pmAttr) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0) // the header, once the length is known
+	if n.id != 0 || n.withID {
+		b = appendAttr(b, uint16(addrAttrID), n.id)
+	}
+	if n.flags != 0 {
+		b = appendU32Attr(b, uint16(addrAttrFlags), uint32(n.flags))
+	}
+	if n.ifIndex != 0 {
+		b = appendU32Attr(b, uint16(addrAttrIfIdx), uint32(n.ifIndex))
+	}
+	if n.port != 0 {
+		b = appendU16Attr(b, uint16(addrAttrPort), n.port)
+	}
+	if a := n.addr; a.Is4() {
+		b = appendU16Attr(b, uint16(addrAttrFamily), afINET)
+		v := a.As4()
+		b = appendAttr(b, uint16(addrAttrAddr4), v[:]...)
+	} else if a.IsValid() {
+		b = appendU16Attr(b, uint16(addrAttrFamily), afINET6)
+		v := a.As16()
+		b = appendAttr(b, uint16(addrAttrAddr6), v[:]...)
+	}
+	binary.NativeEndian.PutUint16(b[start:], uint16(len(b)-start))
+	binary.NativeEndian.PutUint16(b[start+2:], uint16(typ)|netlink.Nested)
+	return b
+}
+
+// appendAttr appends a netlink attribute: header, data, padding.
+func appendAttr(b []byte, typ uint16, data ...byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for range (4 - len(data)%4) % 4 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// appendU16Attr appends an attribute holding v in host byte order.
+func appendU16Attr(b []byte, typ uint16, v uint16) []byte {
+	b = binary.NativeEndian.AppendUint16(b, 4+2)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, v)
+	return append(b, 0, 0)
+}
+
+// appendU32Attr appends an attribute holding v in host byte order.
+func appendU32Attr(b []byte, typ uint16, v uint32) []byte {
+	b = binary.NativeEndian.AppendUint16(b, 4+4)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	return binary.NativeEndian.AppendUint32(b, v)
+}
+
 // decodeEndpoint decodes an address nest as the kernel writes it in a
 // GET_ADDR reply. Unknown attributes are ignored so newer kernels do not
 // break older clients.

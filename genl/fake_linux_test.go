@@ -75,7 +75,73 @@ type fakeKernel struct {
 func dialFakeKernel(t *testing.T, family genetlink.Family, handler genltest.Func) *genetlink.Conn {
 	t.Helper()
 	k := &fakeKernel{t: t, family: family, handler: handler}
-	return genetlink.NewConn(nltest.Dial(k.serve))
+	return genetlink.NewConn(netlink.NewConn(&kernelSocket{serve: k.serve}, nltest.PID))
+}
+
+// kernelSocket is the socket of a connection to a fakeKernel. As the
+// kernel's, it answers each request when it is sent and keeps the answer
+// until it is read, so that requests sent one after the other, before the
+// answers are read, each get their own. As nltest's, it gives a multi-part
+// answer in two reads.
+type kernelSocket struct {
+	serve nltest.Func
+
+	mu      sync.Mutex
+	answers [][]netlink.Message
+}
+
+func (s *kernelSocket) Close() error { return nil }
+
+func (s *kernelSocket) Send(m netlink.Message) error {
+	return s.SendMessages([]netlink.Message{m})
+}
+
+func (s *kernelSocket) SendMessages(msgs []netlink.Message) error {
+	for _, m := range msgs {
+		answer, err := s.serve([]netlink.Message{m})
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.answers = append(s.answers, answer)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+func (s *kernelSocket) Receive() ([]netlink.Message, error) {
+	var msgs []netlink.Message
+	for m, err := range s.ReceiveIter() {
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+func (s *kernelSocket) ReceiveIter() iter.Seq2[netlink.Message, error] {
+	return func(yield func(netlink.Message, error) bool) {
+		s.mu.Lock()
+		if len(s.answers) == 0 {
+			s.mu.Unlock()
+			yield(netlink.Message{}, errors.New("fake kernel: nothing to read"))
+			return
+		}
+		answer := s.answers[0]
+		if len(answer) > 1 && answer[0].Header.Flags&netlink.Multi != 0 {
+			half := (len(answer) + 1) / 2
+			answer, s.answers[0] = answer[:half], answer[half:]
+		} else {
+			s.answers = s.answers[1:]
+		}
+		s.mu.Unlock()
+		for _, m := range answer {
+			if !yield(m, nil) {
+				return
+			}
+		}
+	}
 }
 
 // newFakeKernelClient returns a Client of a fakeKernel.

@@ -5,6 +5,7 @@ package genl
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"maps"
 	"net/netip"
 	"os"
@@ -130,6 +131,13 @@ func TestGoldenRequests(t *testing.T) {
 			want: Endpoint{ID: 3, Addr: v4, Port: 8080, Flags: FlagSignal, IfIndex: 3},
 		},
 		{
+			// The same request as AddEndpoint's, and no read-back.
+			golden: "add_v4_full",
+			call: func(c *Client) (any, error) {
+				return nil, c.CreateEndpoint(Endpoint{ID: 3, Addr: v4, Port: 8080, Flags: FlagSignal, IfIndex: 3})
+			},
+		},
+		{
 			golden: "add_v6_flags",
 			call: func(c *Client) (any, error) {
 				return c.AddEndpoint(Endpoint{ID: 7, Addr: v6, Flags: FlagSubflow | FlagBackup | FlagFullmesh})
@@ -199,6 +207,16 @@ func TestGoldenRequests(t *testing.T) {
 		{
 			golden: "limits_set",
 			call:   func(c *Client) (any, error) { return nil, c.SetLimits(Limits{AddAddrAccepted: 2, Subflows: 4}) },
+		},
+		{
+			// Back to back: the limits, then the add, no read-back.
+			golden: "limits_set",
+			call: func(c *Client) (any, error) {
+				limitsErr, createErr := c.SetLimitsAndCreateEndpoint(Limits{AddAddrAccepted: 2, Subflows: 4},
+					Endpoint{ID: 3, Addr: v4, Port: 8080, Flags: FlagSignal, IfIndex: 3})
+				return nil, errors.Join(limitsErr, createErr)
+			},
+			then: []string{"add_v4_full"},
 		},
 		{
 			golden: "limits_get",

@@ -59,7 +59,9 @@ func (f EndpointFlags) String() string {
 // String writes them: signal, subflow, backup, fullmesh, implicit, laminar.
 func ParseEndpointFlags(s string) (EndpointFlags, error) {
 	var f EndpointFlags
-	for _, word := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+	// Without allocating: the policy parses its rules' flags on every
+	// reconcile.
+	for word := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ',' || r == ' ' }) {
 		i := indexOf(flagNames[:], strings.ToLower(word))
 		if i < 0 {
 			return 0, fmt.Errorf("%w: unknown endpoint flag %q (want %s)", ErrInvalid, word, strings.Join(flagNames[:], ", "))

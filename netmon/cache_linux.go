@@ -1,6 +1,8 @@
 package netmon
 
 import (
+	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/jsimonetti/rtnetlink/v2"
@@ -24,31 +26,18 @@ type cache struct {
 	reading bool              // a full read is under way: journal notifications
 	journal []netlink.Message // notifications that arrived during it
 	links   map[uint32]*rtnetlink.LinkMessage
-	addrs   map[addrKey]*rtnetlink.AddressMessage
+	conv    map[uint32]Link  // links converted, for linkLocked
+	addrs   map[addrKey]Addr // the addresses State lists
 }
 
 // addrKey identifies an address as the kernel does: interface, family,
-// prefix length and address.
+// prefix length and address (the prefix holds the last three).
 type addrKey struct {
-	index  uint32
-	family uint8
-	plen   uint8
-	ip     string
+	index  int
+	prefix netip.Prefix
 }
 
-func keyOfAddr(m *rtnetlink.AddressMessage) (addrKey, bool) {
-	if m.Attributes == nil {
-		return addrKey{}, false
-	}
-	ip := m.Attributes.Local
-	if ip == nil {
-		ip = m.Attributes.Address
-	}
-	if ip == nil {
-		return addrKey{}, false
-	}
-	return addrKey{m.Index, m.Family, m.PrefixLength, string(ip)}, true
-}
+func keyOf(a Addr) addrKey { return addrKey{a.Index, a.Prefix} }
 
 // snapshot returns the state if the cache is valid.
 func (c *cache) snapshot() (State, bool) {
@@ -65,11 +54,33 @@ func (c *cache) stateLocked() State {
 	for _, l := range c.links {
 		links = append(links, l)
 	}
-	addrs := make([]*rtnetlink.AddressMessage, 0, len(c.addrs))
+	addrs := make([]Addr, 0, len(c.addrs))
 	for _, a := range c.addrs {
 		addrs = append(addrs, a)
 	}
-	return buildState(links, addrs, nil)
+	return assemble(links, addrs, nil)
+}
+
+// linkLocked returns the link with the given index as State has it.
+func (c *cache) linkLocked(index uint32) (Link, bool) {
+	l, ok := c.conv[index]
+	if !ok {
+		return Link{}, false
+	}
+	if _, in := c.links[uint32(l.ParentIndex)]; l.ParentIndex != 0 && !in {
+		l.ParentIndex = 0 // in another namespace, as buildState finds
+	}
+	return l, true
+}
+
+// setLinkLocked keeps a link's message, and the link converted.
+func (c *cache) setLinkLocked(m *rtnetlink.LinkMessage) {
+	c.links[m.Index] = m
+	if l, ok := linkFrom(m); ok {
+		c.conv[m.Index] = l
+	} else {
+		delete(c.conv, m.Index)
+	}
 }
 
 // begin starts a full read: notifications from here on are journalled.
@@ -92,13 +103,14 @@ func (c *cache) install(links []*rtnetlink.LinkMessage, addrs []*rtnetlink.Addre
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.links = make(map[uint32]*rtnetlink.LinkMessage, len(links))
-	for _, l := range links {
-		c.links[l.Index] = l
+	c.conv = make(map[uint32]Link, len(links))
+	for _, m := range links {
+		c.setLinkLocked(m)
 	}
-	c.addrs = make(map[addrKey]*rtnetlink.AddressMessage, len(addrs))
-	for _, a := range addrs {
-		if k, ok := keyOfAddr(a); ok {
-			c.addrs[k] = a
+	c.addrs = make(map[addrKey]Addr, len(addrs))
+	for _, m := range addrs {
+		if a, ok := addrFrom(m); ok {
+			c.addrs[keyOf(a)] = a
 		}
 	}
 	c.valid = true
@@ -115,13 +127,43 @@ func (c *cache) invalidate() {
 	c.valid = false
 }
 
+// peek returns the addresses that notifications announce new or changed,
+// with their links, when the cache is valid, without applying them: the
+// caller hands them on first, then applies the notifications.
+func (c *cache) peek(msgs []netlink.Message) []NewAddr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.valid {
+		return nil
+	}
+	var added []NewAddr
+	for _, nm := range msgs {
+		switch nm.Header.Type {
+		case rtmNewLink, rtmDelLink:
+			// A link announced in the same breath: let applying decide.
+			return nil
+		case rtmNewAddr:
+			if a, ok, err := decodeAddr(nm.Data); err == nil && ok {
+				if l, ok := c.linkLocked(uint32(a.Index)); ok {
+					added = append(added, NewAddr{Addr: a, Link: l})
+				}
+			}
+		}
+	}
+	return added
+}
+
 // apply applies notifications to the cache, or journals them during a
-// full read.
+// full read. It keeps no reference to msgs.
 func (c *cache) apply(msgs []netlink.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.reading {
-		c.journal = append(c.journal, msgs...)
+		// The messages' data may be the reader's buffer: keep copies.
+		for _, m := range msgs {
+			m.Data = slices.Clone(m.Data)
+			c.journal = append(c.journal, m)
+		}
 	}
 	c.applyLocked(msgs)
 }
@@ -140,30 +182,30 @@ func (c *cache) applyLocked(msgs []netlink.Message) {
 			}
 			if nm.Header.Type == rtmDelLink {
 				delete(c.links, m.Index)
+				delete(c.conv, m.Index)
 				for k := range c.addrs {
-					if k.index == m.Index {
+					if k.index == int(m.Index) {
 						delete(c.addrs, k)
 					}
 				}
 				continue
 			}
-			c.links[m.Index] = &m
+			c.setLinkLocked(&m)
 		case rtmNewAddr, rtmDelAddr:
-			var m rtnetlink.AddressMessage
-			if err := m.UnmarshalBinary(nm.Data); err != nil {
+			// Decoded straight, without rtnetlink: this is the way from a
+			// new address to its endpoint.
+			a, ok, err := decodeAddr(nm.Data)
+			switch {
+			case err != nil:
 				c.valid = false
 				return
+			case !ok:
+				// Not an address State lists.
+			case nm.Header.Type == rtmDelAddr:
+				delete(c.addrs, keyOf(a))
+			default:
+				c.addrs[keyOf(a)] = a
 			}
-			k, ok := keyOfAddr(&m)
-			if !ok {
-				c.valid = false
-				return
-			}
-			if nm.Header.Type == rtmDelAddr {
-				delete(c.addrs, k)
-				continue
-			}
-			c.addrs[k] = &m
 		}
 	}
 }

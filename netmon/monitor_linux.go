@@ -1,8 +1,11 @@
 package netmon
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,10 +52,29 @@ func New(opts ...Option) (*Monitor, error) {
 	return newMonitor(o, src, rd), nil
 }
 
-// events is the notification socket.
+// notificationBuffer is what one read of the notification socket takes.
+// The kernel sends each notification in a datagram of its own, and the
+// largest, a link's, takes a few KiB (notifications carry no VF details);
+// one that does not fit counts as lost.
+const notificationBuffer = 64 << 10
+
+// events is the notification socket. Its descriptor is waited on with
+// ppoll(2) by the goroutine that reads it, not by the runtime's network
+// poller: a notification then wakes that goroutine's thread directly, as it
+// would wake a C daemon's event loop, where the network poller would wake
+// a thread of its own first and hand the goroutine over to it.
 type events struct {
-	c     *netlink.Conn
-	cache *cache // nil when State always reads afresh
+	fd    int // the socket
+	wake  int // an eventfd, readable while the read deadline has passed
+	buf   []byte
+	msgs  []netlink.Message // the last datagram's, their data in buf
+	cache *cache            // nil when State always reads afresh
+	// pending are the messages next returned, for commit.
+	pending []netlink.Message
+
+	mu       sync.Mutex
+	deadline *time.Timer // a read deadline still to come
+	gen      int         // counts SetReadDeadline calls, under mu
 }
 
 func subscribe(netns int, routes bool) (*events, error) {
@@ -60,6 +82,7 @@ func subscribe(netns int, routes bool) (*events, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netmon: opening rtnetlink notification socket: %w", err)
 	}
+	defer c.Close() // the events keep a descriptor of their own
 	setReadBuffer(c, eventBuffer)
 	groups := []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR}
 	if routes {
@@ -67,11 +90,26 @@ func subscribe(netns int, routes bool) (*events, error) {
 	}
 	for _, g := range groups {
 		if err := c.JoinGroup(g); err != nil {
-			_ = c.Close()
 			return nil, fmt.Errorf("netmon: joining rtnetlink group %d: %w", g, err)
 		}
 	}
-	return &events{c: c}, nil
+	// A duplicate of the descriptor outlives the Conn, which takes the
+	// original out of the runtime's network poller when it closes.
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("netmon: rtnetlink notification socket: %w", err)
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(sfd uintptr) { fd, derr = unix.FcntlInt(sfd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
+		return nil, fmt.Errorf("netmon: duplicating the rtnetlink notification socket: %w", errors.Join(err, derr))
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("netmon: eventfd: %w", err)
+	}
+	return &events{fd: fd, wake: wake, buf: make([]byte, notificationBuffer)}, nil
 }
 
 // setReadBuffer sizes the socket's receive buffer past net.core.rmem_max
@@ -90,30 +128,143 @@ func setReadBuffer(c *netlink.Conn, bytes int) {
 	_ = c.SetReadBuffer(bytes)
 }
 
-func (e *events) next() (bool, error) {
-	msgs, err := e.c.Receive()
+func (e *events) next() (batch, error) {
+	msgs, err := e.receive()
 	if err != nil {
-		if errors.Is(err, unix.ENOBUFS) {
+		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, errUnreadable) {
 			if e.cache != nil {
 				e.cache.invalidate()
 			}
-			return true, fmt.Errorf("%w: %w", errEventsLost, err)
+			return batch{changed: true}, fmt.Errorf("%w: %w", errEventsLost, err)
 		}
-		return false, err
+		return batch{}, err
 	}
+	var b batch
 	if e.cache != nil {
-		e.cache.apply(msgs)
+		b.added = e.cache.peek(msgs)
+		e.pending = msgs
 	}
-	for _, m := range msgs {
-		if relevant(m) {
-			return true, nil
-		}
-	}
-	return false, nil
+	b.changed = slices.ContainsFunc(msgs, relevant)
+	return b, nil
 }
 
-func (e *events) SetReadDeadline(t time.Time) error { return e.c.SetReadDeadline(t) }
-func (e *events) Close() error                      { return e.c.Close() }
+func (e *events) commit() {
+	if e.cache != nil && e.pending != nil {
+		e.cache.apply(e.pending)
+	}
+	e.pending = nil
+}
+
+// errUnreadable says a datagram of notifications could not be read: it
+// did not fit notificationBuffer, or its framing was broken. What it said
+// is lost; a full read makes up for it.
+var errUnreadable = errors.New("netmon: unreadable notification")
+
+// receive reads one datagram of notifications, waiting for one if none is
+// queued. It reads it with a single recvmsg, into a buffer kept for the
+// purpose, where netlink.Conn.Receive first peeks at the size: one system
+// call less on the way from a new address to its endpoint. The messages
+// are valid until the next call.
+func (e *events) receive() ([]netlink.Message, error) {
+	var n int
+	for {
+		var err error
+		// MSG_TRUNC: n is the datagram's length even if it did not fit.
+		n, _, _, _, err = unix.Recvmsg(e.fd, e.buf, nil, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
+		if err == nil {
+			break
+		}
+		if err != unix.EAGAIN && err != unix.EINTR {
+			return nil, os.NewSyscallError("recvmsg", err)
+		}
+		fds := []unix.PollFd{{Fd: int32(e.fd), Events: unix.POLLIN}, {Fd: int32(e.wake), Events: unix.POLLIN}}
+		if _, err := unix.Ppoll(fds, nil, nil); err != nil && err != unix.EINTR {
+			return nil, os.NewSyscallError("ppoll", err)
+		}
+		if fds[1].Revents != 0 {
+			return nil, os.ErrDeadlineExceeded
+		}
+	}
+	if nlmsgAlign(n) > len(e.buf) {
+		return nil, fmt.Errorf("%w: %d bytes do not fit the buffer", errUnreadable, n)
+	}
+	// The messages' data stays in the buffer, valid until the next read:
+	// nothing keeps it (the cache copies what it journals).
+	clear(e.buf[n:nlmsgAlign(n)]) // the padding the framing wants
+	b := e.buf[:nlmsgAlign(n)]
+	msgs := e.msgs[:0]
+	defer func() { e.msgs = msgs[:0] }()
+	for len(b) > 0 {
+		var m netlink.Message
+		l := 0
+		if len(b) >= unix.NLMSG_HDRLEN {
+			l = nlmsgAlign(int(binary.NativeEndian.Uint32(b)))
+		}
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return nil, fmt.Errorf("%w: a message of %d bytes in a datagram of %d", errUnreadable, l, n)
+		}
+		if err := m.UnmarshalBinary(b[:l]); err != nil {
+			return nil, fmt.Errorf("%w: %w", errUnreadable, err)
+		}
+		msgs = append(msgs, m)
+		b = b[l:]
+	}
+	return msgs, nil
+}
+
+// nlmsgAlign rounds n up to the alignment of netlink messages (NLMSG_ALIGN).
+func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+
+// SetReadDeadline makes receive return os.ErrDeadlineExceeded, at once
+// if it is waiting, once t has come; the zero time takes the deadline away.
+func (e *events) SetReadDeadline(t time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.gen++
+	if e.deadline != nil {
+		e.deadline.Stop()
+		e.deadline = nil
+	}
+	switch {
+	case t.IsZero():
+		var b [8]byte
+		if _, err := unix.Read(e.wake, b[:]); err != nil && err != unix.EAGAIN {
+			return os.NewSyscallError("read eventfd", err)
+		}
+		return nil
+	case !t.After(time.Now()):
+		return e.expire()
+	}
+	gen := e.gen
+	e.deadline = time.AfterFunc(time.Until(t), func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.gen == gen {
+			_ = e.expire()
+		}
+	})
+	return nil
+}
+
+// expire makes the eventfd readable; e.mu must be held.
+func (e *events) expire() error {
+	one := [8]byte{1} // a uint64 counter: any value but 0 makes it readable
+	if _, err := unix.Write(e.wake, one[:]); err != nil && err != unix.EAGAIN {
+		return os.NewSyscallError("write eventfd", err)
+	}
+	return nil
+}
+
+// Close closes the socket; receive must not be running.
+func (e *events) Close() error {
+	e.mu.Lock()
+	if e.deadline != nil {
+		e.deadline.Stop()
+	}
+	e.gen++
+	e.mu.Unlock()
+	return errors.Join(unix.Close(e.fd), unix.Close(e.wake))
+}
 
 // reader reads State over the query socket.
 type reader struct {

@@ -451,7 +451,8 @@ func TestEventsLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.src.(*events).c.SetReadBuffer(0); err != nil { // the kernel's minimum
+	// The kernel's minimum.
+	if err := unix.SetsockoptInt(m.src.(*events).fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
 		t.Fatal(err)
 	}
 	rec := &lossRecorder{eventSource: m.src}
@@ -497,12 +498,12 @@ type lossRecorder struct {
 	lost atomic.Bool
 }
 
-func (r *lossRecorder) next() (bool, error) {
-	changed, err := r.eventSource.next()
+func (r *lossRecorder) next() (batch, error) {
+	b, err := r.eventSource.next()
 	if errors.Is(err, errEventsLost) && errors.Is(err, unix.ENOBUFS) {
 		r.lost.Store(true)
 	}
-	return changed, err
+	return b, err
 }
 
 func TestKinds(t *testing.T) {
@@ -735,5 +736,65 @@ func TestStateKeptFromNotifications(t *testing.T) {
 	rd.mu.Unlock()
 	if fullReads != 2 {
 		t.Errorf("%d full reads after Refresh, want 2", fullReads)
+	}
+}
+
+// TestNewAddrs: with WithoutRoutes, each new address reaches the
+// WithNewAddrs callback with its interface, an IPv6 address once tentative
+// and once more when duplicate-address detection is done, and the Changes
+// signal follows.
+func TestNewAddrs(t *testing.T) {
+	bed := testbed.New(t)
+	a, b := bed.Host("a"), bed.Host("b")
+	p := bed.Connect(a, b)
+	for key, value := range map[string]string{"accept_dad": "1", "dad_transmits": "1"} {
+		if err := a.WriteSysctl(filepath.Join("net/ipv6/conf", p.AIf, key), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := make(chan []NewAddr, 16)
+	m := watch(t, a, WithoutRoutes(), WithNewAddrs(func(added []NewAddr) { calls <- added }))
+	// The first State reads everything: from then on the state is kept.
+	s := until(t, m, 5*time.Second, "veth running", func(s State) bool { return s.Links[p.AIndex].Running })
+	settle(t, m, 300*time.Millisecond)
+	for len(calls) > 0 {
+		<-calls
+	}
+
+	next := func(prefix netip.Prefix) NewAddr {
+		t.Helper()
+		for {
+			select {
+			case added := <-calls:
+				i := slices.IndexFunc(added, func(a NewAddr) bool { return a.Addr.Prefix == prefix })
+				if i < 0 {
+					continue
+				}
+				if want := s.Links[p.AIndex]; added[i].Link != want {
+					t.Errorf("callback's link %+v, want %+v", added[i].Link, want)
+				}
+				return added[i]
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no callback for %s within 5s", prefix)
+			}
+		}
+	}
+
+	v4 := netip.MustParsePrefix("203.0.113.9/24")
+	a.MustIP("addr", "add", v4.String(), "dev", p.AIf)
+	if got := next(v4); got.Addr.Tentative || got.Addr.Index != p.AIndex {
+		t.Errorf("callback got %+v, want %s on %s, not tentative", got, v4, p.AIf)
+	}
+	if _, ok := findAddr(changed(t, m), p.AIndex, v4); !ok {
+		t.Errorf("State after the callback lacks %s", v4)
+	}
+
+	v6 := netip.MustParsePrefix("2001:db8:0:ff::5/64")
+	a.MustIP("addr", "add", v6.String(), "dev", p.AIf)
+	if got := next(v6); !got.Addr.Tentative {
+		t.Errorf("callback got %+v first, want it tentative", got)
+	}
+	if got := next(v6); got.Addr.Tentative {
+		t.Errorf("callback got %+v after DAD, want it not tentative", got)
 	}
 }

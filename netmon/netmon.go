@@ -3,9 +3,11 @@
 //
 // A Monitor gives two things: State, a full fresh read of the namespace,
 // and Changes, a wake-up channel that says "something changed, read State
-// again". It never hands out deltas: the kernel is the source of truth and
-// the caller re-reads the whole state after every wake-up, which also makes
-// lost notifications (a receive-buffer overflow) harmless.
+// again". It hands out no deltas to keep: the kernel is the source of
+// truth and the caller re-reads the whole state after every wake-up, which
+// also makes lost notifications (a receive-buffer overflow) harmless. The
+// one thing it passes on as it comes is a new address (WithNewAddrs), for a
+// caller that acts on it at once, ahead of the re-read that follows.
 //
 //	m, err := netmon.New(netmon.WithNetNS(fd))
 //	...
@@ -30,6 +32,7 @@ package netmon
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -175,9 +178,33 @@ const DefaultDebounce time.Duration = 0
 type Option func(*options)
 
 type options struct {
-	netns    int
-	debounce time.Duration
-	noRoutes bool
+	netns      int
+	debounce   time.Duration
+	noRoutes   bool
+	onNewAddrs func([]NewAddr)
+}
+
+// NewAddr is an address the kernel announced as new or changed, with its
+// interface as State has it at that moment.
+type NewAddr struct {
+	Addr Addr
+	Link Link
+}
+
+// WithNewAddrs makes Run call fn with the addresses the kernel announces
+// as new or changed (RTM_NEWADDR: an address added, or its flags changed,
+// as when IPv6 duplicate-address detection ends), each with its interface.
+// fn is called from the goroutine that receives the notifications, before
+// they are applied to the state kept from them and before Changes is
+// signalled for them, so that a caller can act on a new address without
+// waiting for a wake-up of its own; the signal follows as usual, and a
+// caller must still re-read State then. fn is called only while the
+// Monitor keeps links and addresses from notifications (WithoutRoutes) and
+// that state is current: never with routes, nor between lost
+// notifications and the full read that follows. fn must return quickly
+// (notifications wait meanwhile) and must not call Run or Close.
+func WithNewAddrs(fn func(added []NewAddr)) Option {
+	return func(o *options) { o.onNewAddrs = fn }
 }
 
 // WithoutRoutes makes the Monitor neither read nor watch routes: State has
@@ -211,13 +238,27 @@ func newOptions(opts []Option) (options, error) {
 	return o, nil
 }
 
+// batch is what one read of the notification socket brought.
+type batch struct {
+	// changed is set when the notifications may change State.
+	changed bool
+	// added are the addresses announced new or changed (RTM_NEWADDR), when
+	// the notifications update kept state; nil otherwise.
+	added []NewAddr
+}
+
 // eventSource is a subscription to the kernel's notifications.
 type eventSource interface {
-	// next blocks until the next batch of notifications and reports
-	// whether any of them may change State. It returns errEventsLost
-	// (wrapped) when the kernel dropped some, and a deadline error once
-	// SetReadDeadline's time has passed.
-	next() (changed bool, err error)
+	// next blocks until the next batch of notifications and returns what
+	// it brought. It returns errEventsLost (wrapped) when the kernel
+	// dropped some, and a deadline error once SetReadDeadline's time has
+	// passed.
+	next() (batch, error)
+	// commit applies the batch next returned to the state kept from
+	// notifications, if any. The pump calls it once it has handed the new
+	// addresses on, before it signals Changes: what a new address takes on
+	// its way to its endpoint comes first.
+	commit()
 	SetReadDeadline(t time.Time) error
 	Close() error
 }
@@ -231,10 +272,11 @@ type stateReader interface {
 // Monitor reads and watches one network namespace. Its methods are safe
 // for concurrent use.
 type Monitor struct {
-	debounce time.Duration
-	changes  chan struct{}
-	src      eventSource
-	rd       stateReader
+	debounce   time.Duration
+	onNewAddrs func([]NewAddr)
+	changes    chan struct{}
+	src        eventSource
+	rd         stateReader
 
 	mu        sync.Mutex
 	closed    bool
@@ -244,7 +286,7 @@ type Monitor struct {
 }
 
 func newMonitor(o options, src eventSource, rd stateReader) *Monitor {
-	return &Monitor{debounce: o.debounce, changes: make(chan struct{}, 1), src: src, rd: rd}
+	return &Monitor{debounce: o.debounce, onNewAddrs: o.onNewAddrs, changes: make(chan struct{}, 1), src: src, rd: rd}
 }
 
 // State returns the namespace's links, IPv4 and IPv6 addresses and (unless
@@ -294,20 +336,24 @@ func (m *Monitor) Changes() <-chan struct{} { return m.changes }
 // (ErrClosed), or if it is already running.
 func (m *Monitor) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	done := make(chan struct{})
 	m.mu.Lock()
 	switch {
 	case m.closed:
 		m.mu.Unlock()
+		cancel()
 		return ErrClosed
 	case m.running:
 		m.mu.Unlock()
+		cancel()
 		return errors.New("netmon: Run is already running")
 	}
 	m.running, m.cancelRun, m.runDone = true, cancel, done
 	m.mu.Unlock()
+	// Deferred first, so run last: Close, waiting for done, returns when
+	// Run has done everything else.
 	defer func() {
+		cancel()
 		m.mu.Lock()
 		m.running, m.cancelRun, m.runDone = false, nil, nil
 		m.mu.Unlock()
@@ -381,11 +427,12 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
-// pump reads notifications until stopped is set, nudging kick (size 1,
-// never blocking) for each batch that may change State.
+// pump reads notifications until stopped is set, hands new addresses to
+// the WithNewAddrs callback, and nudges kick (size 1, never blocking) for
+// each batch that may change State.
 func (m *Monitor) pump(stopped *atomic.Bool, kick chan<- struct{}) error {
 	for {
-		changed, err := m.src.next()
+		b, err := m.src.next()
 		if stopped.Load() {
 			return nil
 		}
@@ -393,10 +440,16 @@ func (m *Monitor) pump(stopped *atomic.Bool, kick chan<- struct{}) error {
 			if !errors.Is(err, errEventsLost) {
 				return fmt.Errorf("netmon: receiving rtnetlink notifications: %w", err)
 			}
-			changed = true // the caller re-reads everything: nothing is lost
+			b.changed = true // the caller re-reads everything: nothing is lost
+		}
+		if len(b.added) > 0 && m.onNewAddrs != nil {
+			m.onNewAddrs(b.added)
+		}
+		if err == nil {
+			m.src.commit()
 		}
 		switch {
-		case !changed:
+		case !b.changed:
 		case m.debounce == 0:
 			m.signal() // no window to keep: spare the caller a hop
 		default:
@@ -602,6 +655,100 @@ func addrFrom(m *rtnetlink.AddressMessage) (Addr, bool) {
 	}, true
 }
 
+// errAddrMessage says an address message is malformed.
+var errAddrMessage = errors.New("netmon: malformed address message")
+
+// decodeAddr decodes an address message (struct ifaddrmsg and its
+// attributes) into the Addr that addrFrom makes of rtnetlink's decoding of
+// it, without rtnetlink's allocations (one or two per attribute): it runs
+// for every new address, on the way to its endpoint. ok is false for an
+// address State does not list; err is errAddrMessage for a message
+// rtnetlink would not decode either.
+func decodeAddr(b []byte) (a Addr, ok bool, err error) {
+	const (
+		ifaddrmsgLen = 8
+		nlaHdrLen    = 4
+		nlaTypeMask  = 0x3fff // without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+		// include/uapi/linux/if_addr.h
+		ifaAddress   = 1
+		ifaLocal     = 2
+		ifaBroadcast = 4
+		ifaAnycast   = 5
+		ifaCacheinfo = 6
+		ifaMulticast = 7
+		ifaFlags     = 8
+	)
+	if len(b) < ifaddrmsgLen {
+		return Addr{}, false, errAddrMessage
+	}
+	family, plen, scope := b[0], b[1], b[3]
+	index := binary.NativeEndian.Uint32(b[4:8])
+	var (
+		local, address net.IP
+		attrFlags      uint32
+	)
+	for attrs := b[ifaddrmsgLen:]; len(attrs) > 0; {
+		if len(attrs) < nlaHdrLen {
+			return Addr{}, false, errAddrMessage
+		}
+		l := int(binary.NativeEndian.Uint16(attrs))
+		typ := binary.NativeEndian.Uint16(attrs[2:]) & nlaTypeMask
+		var data []byte
+		switch {
+		case l == 0:
+		case l < nlaHdrLen || l > len(attrs):
+			return Addr{}, false, errAddrMessage
+		default:
+			data = attrs[nlaHdrLen:l]
+		}
+		ipLen := len(data) == net.IPv4len || len(data) == net.IPv6len
+		switch typ {
+		case ifaAddress, ifaLocal, ifaBroadcast, ifaAnycast, ifaMulticast:
+			if !ipLen {
+				return Addr{}, false, errAddrMessage
+			}
+			if typ == ifaAddress {
+				address = data
+			} else if typ == ifaLocal {
+				local = data
+			}
+		case ifaCacheinfo:
+			if len(data) != 16 {
+				return Addr{}, false, errAddrMessage
+			}
+		case ifaFlags:
+			if len(data) != 4 {
+				return Addr{}, false, errAddrMessage
+			}
+			attrFlags = binary.NativeEndian.Uint32(data)
+		}
+		attrs = attrs[min(len(attrs), (max(l, nlaHdrLen)+3)&^3):]
+	}
+	if len(b) == ifaddrmsgLen || index == 0 || index > maxIndex {
+		return Addr{}, false, nil // no attributes: rtnetlink leaves them nil
+	}
+	ip := local
+	if ip == nil {
+		ip = address
+	}
+	addr, ok := ipFrom(family, ip)
+	if !ok || int(plen) > addr.BitLen() {
+		return Addr{}, false, nil
+	}
+	// ifa_flags holds the low 8 bits of IFA_FLAGS, as in addrFrom.
+	flags := uint32(b[2]) | attrFlags
+	return Addr{
+		Index:      int(index),
+		Prefix:     netip.PrefixFrom(addr, int(plen)),
+		Scope:      scope,
+		Temporary:  family == afInet6 && flags&ifaFTemporary != 0,
+		Tentative:  flags&ifaFTentative != 0,
+		Deprecated: flags&ifaFDeprecated != 0,
+		Permanent:  flags&ifaFPermanent != 0,
+	}, true, nil
+}
+
 // ipFrom converts an address of the given family, which must have the
 // family's length.
 func ipFrom(family uint8, ip net.IP) (netip.Addr, bool) {
@@ -673,7 +820,19 @@ func relevant(nm netlink.Message) bool {
 
 // buildState converts dumped messages into a State.
 func buildState(links []*rtnetlink.LinkMessage, addrs []*rtnetlink.AddressMessage, routes []*rtnetlink.RouteMessage) State {
-	s := State{Links: make(map[int]Link, len(links))}
+	converted := make([]Addr, 0, len(addrs))
+	for _, m := range addrs {
+		if a, ok := addrFrom(m); ok {
+			converted = append(converted, a)
+		}
+	}
+	return assemble(links, converted, routes)
+}
+
+// assemble makes a State of links, addresses (its own to keep and sort)
+// and routes.
+func assemble(links []*rtnetlink.LinkMessage, addrs []Addr, routes []*rtnetlink.RouteMessage) State {
+	s := State{Links: make(map[int]Link, len(links)), Addrs: addrs}
 	for _, m := range links {
 		if l, ok := linkFrom(m); ok {
 			s.Links[l.Index] = l
@@ -685,11 +844,6 @@ func buildState(links []*rtnetlink.LinkMessage, addrs []*rtnetlink.AddressMessag
 		if _, ok := s.Links[l.ParentIndex]; l.ParentIndex != 0 && !ok {
 			l.ParentIndex = 0
 			s.Links[i] = l
-		}
-	}
-	for _, m := range addrs {
-		if a, ok := addrFrom(m); ok {
-			s.Addrs = append(s.Addrs, a)
 		}
 	}
 	for _, m := range routes {

@@ -489,14 +489,20 @@ func FuzzMessage(f *testing.F) {
 				_ = buildState([]*rtnetlink.LinkMessage{&m}, nil, nil)
 			}
 		case rtmNewAddr, rtmDelAddr:
+			direct, directOK, err := decodeAddr(data)
 			var m rtnetlink.AddressMessage
 			if m.UnmarshalBinary(data) != nil {
 				return
 			}
-			if a, ok := addrFrom(&m); ok {
+			a, ok := addrFrom(&m)
+			if ok {
 				if a.Index <= 0 || !a.Prefix.IsValid() || a.Prefix.Addr().Zone() != "" || (a.Temporary && a.Prefix.Addr().Is4()) {
 					t.Fatalf("addrFrom(%+v) = %+v", m, a)
 				}
+			}
+			// The notifications' own decoder agrees with rtnetlink's.
+			if err != nil || directOK != ok || direct != a {
+				t.Fatalf("decodeAddr = %+v, %t, %v; addrFrom of rtnetlink's decoding = %+v, %t", direct, directOK, err, a, ok)
 			}
 		case rtmNewRoute, rtmDelRoute:
 			var m rtnetlink.RouteMessage
@@ -542,7 +548,8 @@ func TestOptions(t *testing.T) {
 // fakeSource is an eventSource fed by the test; its read deadline behaves
 // as a socket's.
 type fakeSource struct {
-	batches chan error // nil: a relevant batch; errEventsLost or another error
+	batches chan error     // nil: a relevant batch; errEventsLost or another error
+	added   chan []NewAddr // a relevant batch with new addresses
 
 	mu      sync.Mutex
 	expired chan struct{} // closed while the deadline is in the past
@@ -550,20 +557,24 @@ type fakeSource struct {
 }
 
 func newFakeSource() *fakeSource {
-	return &fakeSource{batches: make(chan error), expired: make(chan struct{})}
+	return &fakeSource{batches: make(chan error), added: make(chan []NewAddr), expired: make(chan struct{})}
 }
 
-func (f *fakeSource) next() (bool, error) {
+func (f *fakeSource) next() (batch, error) {
 	f.mu.Lock()
 	expired := f.expired
 	f.mu.Unlock()
 	select {
 	case err := <-f.batches:
-		return err == nil || errors.Is(err, errEventsLost), err
+		return batch{changed: err == nil || errors.Is(err, errEventsLost)}, err
+	case added := <-f.added:
+		return batch{changed: true, added: added}, nil
 	case <-expired:
-		return false, os.ErrDeadlineExceeded
+		return batch{}, os.ErrDeadlineExceeded
 	}
 }
+
+func (f *fakeSource) commit() {}
 
 func (f *fakeSource) SetReadDeadline(t time.Time) error {
 	f.mu.Lock()
@@ -779,5 +790,50 @@ func wantRunStopped(t *testing.T, start time.Time, runc <-chan error) {
 	}
 	if pumpRunning() {
 		t.Error("the pump goroutine outlived Run")
+	}
+}
+
+// TestRunNewAddrs: new addresses go to the WithNewAddrs callback before
+// Changes is signalled.
+func TestRunNewAddrs(t *testing.T) {
+	a := NewAddr{
+		Addr: Addr{Index: 2, Prefix: netip.MustParsePrefix("192.0.2.10/24")},
+		Link: Link{Index: 2, Name: "wlan0", Up: true, Running: true},
+	}
+	type call struct {
+		added     []NewAddr
+		signalled bool
+	}
+	calls := make(chan call, 1)
+	var m *Monitor
+	o := options{onNewAddrs: func(added []NewAddr) {
+		calls <- call{added, len(m.Changes()) > 0}
+	}}
+	src := newFakeSource()
+	m = newMonitor(o, src, fakeReader{})
+	ctx, cancel := context.WithCancel(context.Background())
+	runc := make(chan error, 1)
+	go func() { runc <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-runc
+	}()
+
+	select {
+	case src.added <- []NewAddr{a}:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pump did not read a batch within 5s")
+	}
+	waitChange(t, m, 5*time.Second)
+	select {
+	case c := <-calls:
+		if c.signalled {
+			t.Error("Changes was signalled before the callback")
+		}
+		if len(c.added) != 1 || c.added[0] != a {
+			t.Errorf("callback got %+v, want %+v", c.added, a)
+		}
+	default:
+		t.Fatal("callback not called")
 	}
 }

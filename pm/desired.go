@@ -2,7 +2,6 @@ package pm
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"slices"
 
@@ -61,51 +60,15 @@ func Desired(cfg *config.Config, st netmon.State) (wants []Want, skipped []Skip)
 		if !ok {
 			continue
 		}
-		addr := a.Prefix.Addr()
-		skip := func(reason string) { skipped = append(skipped, Skip{Addr: addr, Interface: link.Name, Reason: reason}) }
-		if !link.Up {
-			skip("interface is down")
-			continue
-		}
-		if !link.Running {
-			skip("interface has no carrier")
-			continue
-		}
-		rule, ok := cfg.Match(link.Name, config.Kind(link.Kind))
+		hasRoute := cfg.Addresses.RequireRoute && st.HasRoute(a.Index)
+		w, skip, ok := DesiredAddr(cfg, link, a, hasRoute)
 		if !ok {
-			skip(fmt.Sprintf("no rule matches interface %s (kind %s)", link.Name, link.Kind))
+			skipped = append(skipped, skip)
 			continue
 		}
-		if ok, why := cfg.Addresses.Allows(config.AddrInfo{
-			Addr:       addr,
-			Temporary:  a.Temporary,
-			Tentative:  a.Tentative,
-			Deprecated: a.Deprecated,
-			HasRoute:   st.HasRoute(a.Index),
-		}); !ok {
-			skip(why)
-			continue
-		}
-		wants = append(wants, Want{
-			Addr:       addr,
-			Port:       uint16(rule.Port),
-			Flags:      rule.EndpointFlags(),
-			IfIndex:    int32(link.Index),
-			Interface:  link.Name,
-			Rule:       rule.Name,
-			Preference: rule.Preference,
-		})
+		wants = append(wants, w)
 	}
-	slices.SortStableFunc(wants, func(x, y Want) int {
-		if c := cmp.Compare(y.Preference, x.Preference); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(x.IfIndex, y.IfIndex); c != 0 {
-			return c
-		}
-		// IPv4 before IPv6, then by address.
-		return x.Addr.Compare(y.Addr)
-	})
+	slices.SortStableFunc(wants, better)
 	// One endpoint per address and port, the best rule's.
 	seen := make(map[addrKey]bool, len(wants))
 	wants = slices.DeleteFunc(wants, func(w Want) bool {
@@ -116,20 +79,107 @@ func Desired(cfg *config.Config, st netmon.State) (wants []Want, skipped []Skip)
 	return wants, skipped
 }
 
+// DesiredAddr is Desired for one address a on its interface link: the
+// endpoint the policy wants for it or, if none, why. hasRoute says whether
+// the interface carries a route beyond its own subnets (State.HasRoute);
+// it matters only with require_route. What Desired adds across addresses
+// (the order, one endpoint per address and port) is the caller's to do.
+func DesiredAddr(cfg *config.Config, link netmon.Link, a netmon.Addr, hasRoute bool) (Want, Skip, bool) {
+	return decideLink(cfg, link).want(cfg, a, hasRoute)
+}
+
+// linkDecision is what the policy says of an interface, whatever its
+// addresses: the half of DesiredAddr that a caller may keep for the next
+// address on the same interface.
+type linkDecision struct {
+	link  netmon.Link
+	rule  *config.Rule // nil when the interface is not used, for why
+	why   string
+	flags genl.EndpointFlags
+}
+
+// decideLink is the part of DesiredAddr that depends on the interface only.
+func decideLink(cfg *config.Config, link netmon.Link) linkDecision {
+	d := linkDecision{link: link}
+	switch {
+	case !link.Up:
+		d.why = "interface is down"
+	case !link.Running:
+		d.why = "interface has no carrier"
+	default:
+		rule, ok := cfg.Match(link.Name, config.Kind(link.Kind))
+		if !ok {
+			d.why = "no rule matches interface " + link.Name + " (kind " + string(link.Kind) + ")"
+			break
+		}
+		d.rule, d.flags = rule, rule.EndpointFlags()
+	}
+	return d
+}
+
+// want is the rest of DesiredAddr: the address's part.
+func (d linkDecision) want(cfg *config.Config, a netmon.Addr, hasRoute bool) (Want, Skip, bool) {
+	addr := a.Prefix.Addr()
+	skip := func(reason string) (Want, Skip, bool) {
+		return Want{}, Skip{Addr: addr, Interface: d.link.Name, Reason: reason}, false
+	}
+	if d.rule == nil {
+		return skip(d.why)
+	}
+	if ok, why := cfg.Addresses.Allows(config.AddrInfo{
+		Addr:       addr,
+		Temporary:  a.Temporary,
+		Tentative:  a.Tentative,
+		Deprecated: a.Deprecated,
+		HasRoute:   hasRoute,
+	}); !ok {
+		return skip(why)
+	}
+	return Want{
+		Addr:       addr,
+		Port:       uint16(d.rule.Port),
+		Flags:      d.flags,
+		IfIndex:    int32(d.link.Index),
+		Interface:  d.link.Name,
+		Rule:       d.rule.Name,
+		Preference: d.rule.Preference,
+	}, Skip{}, true
+}
+
+// better orders wants best first: by preference, then interface index,
+// then address (IPv4 before IPv6).
+func better(x, y Want) int {
+	if c := cmp.Compare(y.Preference, x.Preference); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(x.IfIndex, y.IfIndex); c != 0 {
+		return c
+	}
+	return x.Addr.Compare(y.Addr)
+}
+
 // DesiredLimits returns the limits the policy asks for: the configured
 // values, or, for "auto", values derived from the endpoints: room for a
 // subflow per endpoint (at least the kernel's default of 2), and, when
 // the host opens subflows itself, for as many peer announcements as it
 // has subflow endpoints.
 func DesiredLimits(cfg *config.Config, wants []Want) genl.Limits {
-	var joiners int
-	for _, w := range wants {
-		if w.Flags&(genl.FlagSubflow|genl.FlagFullmesh) != 0 {
-			joiners++
+	return desiredLimits(cfg, wants)
+}
+
+// desiredLimits is DesiredLimits for the wants of all the lists given.
+func desiredLimits(cfg *config.Config, lists ...[]Want) genl.Limits {
+	var n, joiners int
+	for _, wants := range lists {
+		n += len(wants)
+		for _, w := range wants {
+			if w.Flags&(genl.FlagSubflow|genl.FlagFullmesh) != 0 {
+				joiners++
+			}
 		}
 	}
 	auto := genl.Limits{
-		Subflows:        uint32(min(MaxLimit, max(2, len(wants)))),
+		Subflows:        uint32(min(MaxLimit, max(2, n))),
 		AddAddrAccepted: uint32(min(MaxLimit, joiners)),
 	}
 	l := auto

@@ -19,6 +19,12 @@ import (
 type Kernel interface {
 	Endpoints() ([]genl.Endpoint, error)
 	AddEndpoint(genl.Endpoint) (genl.Endpoint, error)
+	// CreateEndpoint adds an endpoint with the ID given, without reading
+	// it back.
+	CreateEndpoint(genl.Endpoint) error
+	// SetLimitsAndCreateEndpoint is SetLimits, then CreateEndpoint, the
+	// second not waiting for the first's answer; each has its error.
+	SetLimitsAndCreateEndpoint(genl.Limits, genl.Endpoint) (limitsErr, createErr error)
 	DeleteEndpoint(id uint8) error
 	SetEndpointFlags(id uint8, flags genl.EndpointFlags) error
 	Limits() (genl.Limits, error)
@@ -51,6 +57,41 @@ type Reconciler struct {
 	// whose interfaces are left to it: an interface with a foreign endpoint
 	// on it gets none of ours.
 	deferTo string
+	// last is what the last Reconcile applied and left in the kernel, with
+	// what AddNew added since; the fast path works from it. Nil before the
+	// first Reconcile, after one that could not read the kernel, and after
+	// Release.
+	last *lastRun
+	// logs are the records logged while mu is held, written once it is
+	// released: writing one is a system call, and the fast path waits for
+	// mu.
+	logs []func()
+}
+
+// unlock releases mu, then writes the logs made while it was held.
+func (r *Reconciler) unlock() {
+	logs := r.logs
+	r.logs = nil
+	r.mu.Unlock()
+	for _, log := range logs {
+		log()
+	}
+}
+
+// info logs at level Info once mu is released; mu must be held.
+func (r *Reconciler) info(msg string, args ...any) {
+	r.logs = append(r.logs, func() { r.log.Info(msg, args...) })
+}
+
+// lastRun is the policy the last Reconcile applied, the endpoints it
+// wanted, and the kernel's endpoints and limits as it left them; with what
+// the policy says of each interface it saw, ready for the next address.
+type lastRun struct {
+	cfg           *config.Config
+	wants         []Want
+	ours, foreign []genl.Endpoint
+	limits        genl.Limits
+	links         map[int]linkDecision
 }
 
 // DeferTo makes the reconciler leave every interface that carries a
@@ -58,7 +99,7 @@ type Reconciler struct {
 // fight over it. Empty turns it off.
 func (r *Reconciler) DeferTo(manager string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	r.deferTo = manager
 }
 
@@ -97,9 +138,10 @@ func (r Result) Changes() int { return len(r.Added) + len(r.Removed) + len(r.Cha
 // of single changes are collected; the rest of the run goes on.
 func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 
 	var res Result
+	r.last = nil
 	own, ours, foreign, err := r.read()
 	if err != nil {
 		return res, err
@@ -112,42 +154,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 	res.Manual = manual
 	foreign = append(slices.Clip(foreign), manual...)
 
-	wants, skipped := Desired(cfg, st)
-	// A foreign endpoint with the same address and port stays as it is.
-	foreignKeys := make(map[addrKey]genl.Endpoint, len(foreign))
-	for _, ep := range foreign {
-		foreignKeys[keyOf(ep)] = ep
-	}
-	wants = slices.DeleteFunc(wants, func(w Want) bool {
-		ep, clash := foreignKeys[w.key()]
-		if clash {
-			who := "someone else"
-			if slices.Contains(manual, ep) {
-				who = "an API request"
-			}
-			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
-				Reason: fmt.Sprintf("endpoint id %d with this address was added by %s; left alone", ep.ID, who)})
-		}
-		return clash
-	})
-	if r.deferTo != "" {
-		managed := foreignInterfaces(res.Foreign, st)
-		wants = slices.DeleteFunc(wants, func(w Want) bool {
-			if managed[int(w.IfIndex)] {
-				skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
-					Reason: fmt.Sprintf("%s manages MPTCP endpoints on interface %s; left to it", r.deferTo, w.Interface)})
-				return true
-			}
-			return false
-		})
-	}
-	if room := MaxEndpoints - len(foreign); len(wants) > room {
-		for _, w := range wants[max(room, 0):] {
-			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
-				Reason: fmt.Sprintf("over the kernel's limit of %d endpoints (%d foreign or added on request); raise its rule's preference to prefer it", MaxEndpoints, len(foreign))})
-		}
-		wants = wants[:max(room, 0)]
-	}
+	wants, skipped := r.plan(cfg, st, foreign, manual)
 	res.Skipped = skipped
 	why := make(map[netip.Addr]string, len(skipped))
 	for _, s := range skipped {
@@ -155,6 +162,29 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 	}
 
 	var errs []error
+	// The limits first: the kernel weighs them when an endpoint is added,
+	// so a connection gets a subflow from a new endpoint at once only if
+	// the limits already allow it.
+	cur, err := r.kernel.Limits()
+	if err != nil {
+		return res, fmt.Errorf("reading the kernel's limits: %w", err)
+	}
+	res.LimitsBefore = cur
+	res.Limits, err = r.applyLimits(&own, cur, DesiredLimits(cfg, wants))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if res.Limits != cur {
+		res.Made = append(res.Made, Change{Action: ActionLimits, Limits: res.Limits, LimitsFrom: cur, Reason: "policy"})
+	}
+	defer func() {
+		links := make(map[int]linkDecision, len(st.Links))
+		for i, l := range st.Links {
+			links[i] = decideLink(cfg, l)
+		}
+		r.last = &lastRun{cfg: cfg, wants: slices.Clone(wants), ours: slices.Clone(res.Owned), foreign: slices.Clone(foreign), limits: res.Limits, links: links}
+	}()
+
 	wantByKey := make(map[addrKey]Want, len(wants))
 	for _, w := range wants {
 		wantByKey[w.key()] = w
@@ -190,7 +220,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 			if err := r.kernel.SetEndpointFlags(ep.ID, w.Flags); err != nil {
 				errs = append(errs, fmt.Errorf("changing the flags of endpoint %d (%s): %w", ep.ID, ep.Addr, err))
 			} else {
-				r.log.Info("endpoint changed", "id", ep.ID, "addr", ep.Addr, "from", ep.Flags.String(), "to", w.Flags.String(),
+				r.info("endpoint changed", "id", ep.ID, "addr", ep.Addr, "from", ep.Flags.String(), "to", w.Flags.String(),
 					"interface", w.Interface, "rule", w.Rule, "reason", "rule flags changed")
 				from := ep.Flags
 				ep.Flags = w.Flags
@@ -210,7 +240,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 			toAdd = append(toAdd, w)
 		}
 	}
-	added, err := r.add(&own, toAdd, append(slices.Clone(kept), foreign...))
+	added, err := r.add(&own, toAdd, [2][]genl.Endpoint{kept, foreign}, r.kernel.AddEndpoint, "address on an interface the policy selects")
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -222,21 +252,205 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 	kept = append(kept, added...)
 	slices.SortFunc(kept, func(a, b genl.Endpoint) int { return int(a.ID) - int(b.ID) })
 	res.Owned = kept
-
-	before, limits, err := r.applyLimits(&own, DesiredLimits(cfg, wants))
-	if err != nil {
-		errs = append(errs, err)
-	}
-	res.Limits, res.LimitsBefore = limits, before
-	if before != limits {
-		res.Made = append(res.Made, Change{Action: ActionLimits, Limits: limits, LimitsFrom: before, Reason: "policy"})
-	}
 	if r.onChange != nil {
 		for _, c := range res.Made {
 			r.onChange(c)
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// plan returns the endpoints the policy cfg wants of the interfaces in st
+// given the foreign endpoints in the kernel, best first: Desired, less the
+// addresses a foreign endpoint has, less the interfaces left to the
+// manager named by DeferTo, cut to the room the foreign endpoints leave in
+// the kernel. It says why it left each of the others out.
+func (r *Reconciler) plan(cfg *config.Config, st netmon.State, foreign, manual []genl.Endpoint) (wants []Want, skipped []Skip) {
+	wants, skipped = Desired(cfg, st)
+	// A foreign endpoint with the same address and port stays as it is.
+	foreignKeys := make(map[addrKey]genl.Endpoint, len(foreign))
+	for _, ep := range foreign {
+		foreignKeys[keyOf(ep)] = ep
+	}
+	wants = slices.DeleteFunc(wants, func(w Want) bool {
+		ep, clash := foreignKeys[w.key()]
+		if clash {
+			who := "someone else"
+			if slices.Contains(manual, ep) {
+				who = "an API request"
+			}
+			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
+				Reason: fmt.Sprintf("endpoint id %d with this address was added by %s; left alone", ep.ID, who)})
+		}
+		return clash
+	})
+	if r.deferTo != "" {
+		managed := foreignInterfaces(slices.DeleteFunc(slices.Clone(foreign), func(ep genl.Endpoint) bool { return slices.Contains(manual, ep) }), st)
+		wants = slices.DeleteFunc(wants, func(w Want) bool {
+			if managed[int(w.IfIndex)] {
+				skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
+					Reason: fmt.Sprintf("%s manages MPTCP endpoints on interface %s; left to it", r.deferTo, w.Interface)})
+				return true
+			}
+			return false
+		})
+	}
+	if room := MaxEndpoints - len(foreign); len(wants) > room {
+		for _, w := range wants[max(room, 0):] {
+			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
+				Reason: fmt.Sprintf("over the kernel's limit of %d endpoints (%d foreign or added on request); raise its rule's preference to prefer it", MaxEndpoints, len(foreign))})
+		}
+		wants = wants[:max(room, 0)]
+	}
+	return wants, skipped
+}
+
+// AddNew is the fast path from a new address to its endpoint: it adds an
+// endpoint for each address of added that the policy of the last Reconcile
+// selects and that is not one yet, at once. It decides each address with
+// DesiredAddr, as Desired does, against what the last Reconcile wanted and
+// left in the kernel, instead of reading the kernel again; it records each
+// endpoint before it adds it, as Reconcile does, and raises the limits
+// first if the policy wants them higher. It only ever adds, and it leaves
+// to Reconcile whatever it cannot decide alone: an address wanted already
+// (on another interface, say), an endpoint to replace, the last places in
+// the kernel (the rules' preferences decide who gets them), an address on
+// an interface another manager may take (DeferTo), an address whose
+// interface needs a route (require_route). A Reconcile must follow, as
+// after any change: it checks what AddNew did against the kernel and
+// corrects it.
+//
+// The Result has Added and, for the addresses of added that did not
+// become endpoints, Skipped.
+func (r *Reconciler) AddNew(added []netmon.NewAddr) (Result, error) {
+	r.mu.Lock()
+	defer r.unlock()
+
+	var res Result
+	last := r.last
+	if last == nil || len(added) == 0 {
+		return res, nil
+	}
+	skip := func(w Want, reason string) {
+		res.Skipped = append(res.Skipped, Skip{Addr: w.Addr, Interface: w.Interface, Reason: reason})
+	}
+	var cands []Want
+	for _, na := range added {
+		// DesiredAddr, with the interface's half as the last reconcile
+		// found it when the interface has not changed since.
+		d, known := last.links[na.Link.Index]
+		if !known || d.link != na.Link {
+			d = decideLink(last.cfg, na.Link)
+		}
+		w, s, ok := d.want(last.cfg, na.Addr, false)
+		switch {
+		case last.cfg.Addresses.RequireRoute:
+			res.Skipped = append(res.Skipped, Skip{Addr: na.Addr.Prefix.Addr(), Interface: na.Link.Name, Reason: "left to a full reconcile: require_route needs the routes"})
+		case !ok:
+			res.Skipped = append(res.Skipped, s)
+		case r.deferTo != "":
+			// The other manager is likely adding an endpoint for the
+			// address right now: give it the time a full reconcile takes.
+			skip(w, fmt.Sprintf("left to a full reconcile: %s may manage interface %s", r.deferTo, w.Interface))
+		default:
+			cands = append(cands, w)
+		}
+	}
+	if len(cands) > 1 {
+		slices.SortStableFunc(cands, better)
+	}
+
+	var toAdd []Want
+	room := MaxEndpoints - len(last.foreign)
+	for _, w := range cands {
+		k := w.key()
+		if i := indexKey(last.foreign, k); i >= 0 {
+			skip(w, fmt.Sprintf("endpoint id %d with this address was added by someone else; left alone", last.foreign[i].ID))
+			continue
+		}
+		switch {
+		case indexKey(last.ours, k) >= 0:
+			// An endpoint already: whether it needs changing is
+			// Reconcile's to say.
+		case wanted(last.wants, k) || wanted(toAdd, k):
+			skip(w, "left to a full reconcile: the address is wanted already")
+		case len(last.wants)+len(toAdd) >= room || len(last.ours)+len(last.foreign)+len(toAdd) >= MaxEndpoints:
+			skip(w, fmt.Sprintf("left to a full reconcile: the last of the kernel's %d places go by the rules' preferences", MaxEndpoints))
+		default:
+			toAdd = append(toAdd, w)
+		}
+	}
+	if len(toAdd) == 0 {
+		return res, nil
+	}
+	own, err := r.load()
+	if err != nil {
+		return res, err
+	}
+	// Raise the limits first, as Reconcile does (lowering them is left to
+	// it), in the same breath as the first add.
+	cur := last.limits
+	want := desiredLimits(last.cfg, last.wants, toAdd)
+	want = genl.Limits{Subflows: max(want.Subflows, cur.Subflows), AddAddrAccepted: max(want.AddAddrAccepted, cur.AddAddrAccepted)}
+	raise := want != cur
+	if raise && own.LimitsBefore == nil {
+		own.LimitsBefore = &cur
+		if err := r.save(own); err != nil {
+			return res, err
+		}
+	}
+	var limitsErr error
+	// No read-back of the endpoint: the reconcile that follows reads them
+	// all.
+	create := func(ep genl.Endpoint) (genl.Endpoint, error) {
+		if !raise {
+			return ep, r.kernel.CreateEndpoint(ep)
+		}
+		raise = false
+		lerr, err := r.kernel.SetLimitsAndCreateEndpoint(want, ep)
+		if limitsErr = r.limitsSet(cur, want, lerr); limitsErr == nil {
+			last.limits = want
+		}
+		return ep, err
+	}
+	res.Added, err = r.add(&own, toAdd, [2][]genl.Endpoint{last.ours, last.foreign}, create, "new address on an interface the policy selects")
+	last.ours = append(last.ours, res.Added...)
+	res.LimitsBefore, res.Limits = cur, last.limits
+	if last.limits != cur {
+		res.Made = append(res.Made, Change{Action: ActionLimits, Limits: last.limits, LimitsFrom: cur, Reason: "policy"})
+	}
+	for _, ep := range res.Added {
+		if i := slices.IndexFunc(toAdd, func(w Want) bool { return w.key() == keyOf(ep) }); i >= 0 {
+			last.wants = append(last.wants, toAdd[i])
+			res.Made = append(res.Made, Change{Action: ActionAdd, Endpoint: ep, Interface: toAdd[i].Interface, Rule: toAdd[i].Rule, Reason: reasonAdd})
+		}
+	}
+	if r.onChange != nil {
+		for _, c := range res.Made {
+			r.onChange(c)
+		}
+	}
+	return res, errors.Join(err, limitsErr)
+}
+
+// indexKey returns the index of the endpoint with the key k in eps, or -1.
+func indexKey(eps []genl.Endpoint, k addrKey) int {
+	for i, ep := range eps {
+		if keyOf(ep) == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// wanted reports whether one of wants has the key k.
+func wanted(wants []Want, k addrKey) bool {
+	for _, w := range wants {
+		if w.key() == k {
+			return true
+		}
+	}
+	return false
 }
 
 // read loads the ownership records and the kernel's endpoints and splits
@@ -300,21 +514,26 @@ func (r *Reconciler) save(o Ownership) error {
 	return nil
 }
 
-// add adds the wanted endpoints with IDs it picks itself, so that one save
-// before the requests records them completely: if the daemon dies right
-// after the kernel added them, the records still claim them. present are
-// the endpoints in the kernel, whose IDs are taken.
-func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) ([]genl.Endpoint, error) {
+// add adds the wanted endpoints with IDs it picks itself, so that the
+// records are complete before the requests: if the daemon dies right after
+// the kernel added them, the records still claim them. The endpoints in
+// the kernel, whose IDs are taken, are those of the lists in present;
+// addEndpoint makes the request and returns the endpoint as the kernel has
+// it; reason goes to the log.
+func (r *Reconciler) add(own *Ownership, wants []Want, present [2][]genl.Endpoint, addEndpoint func(genl.Endpoint) (genl.Endpoint, error), reason string) ([]genl.Endpoint, error) {
 	if len(wants) == 0 {
 		return nil, nil
 	}
 	var used [256]bool
 	highest := 0
-	for _, ep := range present {
-		used[ep.ID] = true
-		highest = max(highest, int(ep.ID))
+	for _, eps := range present {
+		for _, ep := range eps {
+			used[ep.ID] = true
+			highest = max(highest, int(ep.ID))
+		}
 	}
 	eps := make([]genl.Endpoint, 0, len(wants))
+	recs := make([]OwnedEndpoint, 0, len(wants))
 	for _, w := range wants {
 		id := nextID(&used, highest)
 		if id == 0 {
@@ -324,10 +543,17 @@ func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) 
 		ep := w.Endpoint()
 		ep.ID = id
 		eps = append(eps, ep)
-		own.Endpoints = append(own.Endpoints, OwnedEndpoint{ID: id, Addr: ep.Addr, Port: ep.Port, Rule: w.Rule})
+		recs = append(recs, OwnedEndpoint{ID: id, Addr: ep.Addr, Port: ep.Port, Rule: w.Rule})
 	}
-	if err := r.save(*own); err != nil {
-		own.Endpoints = own.Endpoints[:len(own.Endpoints)-len(eps)]
+	own.Endpoints = append(own.Endpoints, recs...)
+	var err error
+	if len(recs) == 1 {
+		err = r.record(*own, change{OwnedEndpoint: recs[0]})
+	} else {
+		err = r.save(*own)
+	}
+	if err != nil {
+		own.Endpoints = own.Endpoints[:len(own.Endpoints)-len(recs)]
 		return nil, err
 	}
 	var (
@@ -336,20 +562,42 @@ func (r *Reconciler) add(own *Ownership, wants []Want, present []genl.Endpoint) 
 	)
 	for i, ep := range eps {
 		w := wants[i]
-		got, err := r.kernel.AddEndpoint(ep)
+		got, err := addEndpoint(ep)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("adding endpoint %s on %s: %w", w.Addr, w.Interface, err))
 			own.Endpoints = slices.DeleteFunc(own.Endpoints, func(o OwnedEndpoint) bool { return o.ID == ep.ID && o.Addr == ep.Addr })
 			continue
 		}
-		r.log.Info("endpoint added", "id", got.ID, "addr", got.Addr, "port", got.Port, "flags", got.Flags.String(),
-			"interface", w.Interface, "rule", w.Rule, "reason", reasonAdd)
+		r.info("endpoint added", "id", got.ID, "addr", got.Addr, "port", got.Port, "flags", got.Flags.String(),
+			"interface", w.Interface, "rule", w.Rule, "reason", reason)
 		added = append(added, got)
 	}
 	if len(errs) > 0 {
 		errs = append(errs, r.save(*own))
 	}
 	return added, errors.Join(errs...)
+}
+
+// record keeps own, the records as last kept with the one change c made
+// to them, in the store: by journalling c when the store can, else by
+// saving the whole.
+func (r *Reconciler) record(own Ownership, c change) error {
+	if j, ok := r.store.(Journal); ok && c.ID != 0 {
+		var err error
+		if c.Removed {
+			err = j.Remove(c.OwnedEndpoint)
+		} else {
+			err = j.Add(c.OwnedEndpoint)
+		}
+		if err == nil {
+			own.Endpoints = slices.Clone(own.Endpoints)
+			r.own = &own
+			return nil
+		}
+		// Nothing saved yet, the journal is full, or the write failed (a
+		// full disk): a save replaces whatever was journalled.
+	}
+	return r.save(own)
 }
 
 // nextID picks the ID for a new endpoint as the kernel does: the one after
@@ -374,41 +622,57 @@ func (r *Reconciler) remove(own *Ownership, ep genl.Endpoint, reason string) err
 	if err := r.kernel.DeleteEndpoint(ep.ID); err != nil && !errors.Is(err, genl.ErrNotFound) {
 		return fmt.Errorf("removing endpoint %d (%s): %w", ep.ID, ep.Addr, err)
 	}
-	own.Endpoints = slices.DeleteFunc(own.Endpoints, func(o OwnedEndpoint) bool { return o.Matches(ep) })
-	r.log.Info("endpoint removed", "id", ep.ID, "addr", ep.Addr, "port", ep.Port, "flags", ep.Flags.String(), "reason", reason)
+	var gone []OwnedEndpoint
+	own.Endpoints = slices.DeleteFunc(own.Endpoints, func(o OwnedEndpoint) bool {
+		if o.Matches(ep) {
+			gone = append(gone, o)
+			return true
+		}
+		return false
+	})
+	r.info("endpoint removed", "id", ep.ID, "addr", ep.Addr, "port", ep.Port, "flags", ep.Flags.String(), "reason", reason)
+	if len(gone) == 1 {
+		return r.record(*own, change{OwnedEndpoint: gone[0], Removed: true})
+	}
 	return r.save(*own)
 }
 
-// applyLimits sets the limits to want; it returns the limits before and
-// after.
-func (r *Reconciler) applyLimits(own *Ownership, want genl.Limits) (before, after genl.Limits, err error) {
-	cur, err := r.kernel.Limits()
-	if err != nil {
-		return cur, cur, fmt.Errorf("reading the kernel's limits: %w", err)
-	}
+// applyLimits sets the limits to want when the kernel's, cur, differ,
+// recording the limits it found the first time. It returns the limits the
+// kernel has after it.
+func (r *Reconciler) applyLimits(own *Ownership, cur, want genl.Limits) (genl.Limits, error) {
 	if cur == want {
-		return cur, cur, nil
+		return cur, nil
 	}
 	if own.LimitsBefore == nil {
 		before := cur
 		own.LimitsBefore = &before
 		if err := r.save(*own); err != nil {
-			return cur, cur, err
+			return cur, err
 		}
 	}
-	if err := r.kernel.SetLimits(want); err != nil {
-		return cur, cur, fmt.Errorf("setting limits to subflows %d add_addr_accepted %d: %w", want.Subflows, want.AddAddrAccepted, err)
+	if err := r.limitsSet(cur, want, r.kernel.SetLimits(want)); err != nil {
+		return cur, err
 	}
-	r.log.Info("limits set", "subflows", want.Subflows, "add_addr_accepted", want.AddAddrAccepted,
+	return want, nil
+}
+
+// limitsSet logs the change of the limits from cur to want, or returns the
+// error err with context if the kernel refused it.
+func (r *Reconciler) limitsSet(cur, want genl.Limits, err error) error {
+	if err != nil {
+		return fmt.Errorf("setting limits to subflows %d add_addr_accepted %d: %w", want.Subflows, want.AddAddrAccepted, err)
+	}
+	r.info("limits set", "subflows", want.Subflows, "add_addr_accepted", want.AddAddrAccepted,
 		"from_subflows", cur.Subflows, "from_add_addr_accepted", cur.AddAddrAccepted, "reason", "policy")
-	return cur, want, nil
+	return nil
 }
 
 // SelectPathManager sets the namespace's path manager, remembering the one
 // it found the first time so Release can put it back.
 func (r *Reconciler) SelectPathManager(pm string) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	cur, err := r.kernel.PathManager()
 	if err != nil {
 		return fmt.Errorf("reading the path manager: %w", err)
@@ -429,7 +693,7 @@ func (r *Reconciler) SelectPathManager(pm string) error {
 	if err := r.kernel.SetPathManager(pm); err != nil {
 		return fmt.Errorf("selecting the %s path manager: %w", pm, err)
 	}
-	r.log.Info("path manager selected", "path_manager", pm, "from", cur, "reason", "mode")
+	r.info("path manager selected", "path_manager", pm, "from", cur, "reason", "mode")
 	return nil
 }
 
@@ -438,7 +702,8 @@ func (r *Reconciler) SelectPathManager(pm string) error {
 // cleared. It is what a clean exit does.
 func (r *Reconciler) Release(keepEndpoints, keepPathManager bool) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
+	r.last = nil
 	own, ours, _, err := r.read()
 	if err != nil {
 		return err
@@ -454,7 +719,7 @@ func (r *Reconciler) Release(keepEndpoints, keepPathManager bool) error {
 			if err := r.kernel.SetLimits(*own.LimitsBefore); err != nil {
 				errs = append(errs, fmt.Errorf("restoring limits: %w", err))
 			} else {
-				r.log.Info("limits restored", "subflows", own.LimitsBefore.Subflows, "add_addr_accepted", own.LimitsBefore.AddAddrAccepted, "reason", "daemon stopping")
+				r.info("limits restored", "subflows", own.LimitsBefore.Subflows, "add_addr_accepted", own.LimitsBefore.AddAddrAccepted, "reason", "daemon stopping")
 				own.LimitsBefore = nil
 			}
 		}
@@ -463,7 +728,7 @@ func (r *Reconciler) Release(keepEndpoints, keepPathManager bool) error {
 		if err := r.kernel.SetPathManager(own.PathManagerBefore); err != nil {
 			errs = append(errs, fmt.Errorf("restoring the path manager: %w", err))
 		} else {
-			r.log.Info("path manager restored", "path_manager", own.PathManagerBefore, "reason", "daemon stopping")
+			r.info("path manager restored", "path_manager", own.PathManagerBefore, "reason", "daemon stopping")
 			own.PathManagerBefore = ""
 		}
 	}

@@ -46,6 +46,9 @@ func (k *fakeKernel) AddEndpoint(ep genl.Endpoint) (genl.Endpoint, error) {
 	if len(k.eps) >= MaxEndpoints {
 		return genl.Endpoint{}, genl.ErrLimit
 	}
+	if ep.ID != 0 && slices.ContainsFunc(k.eps, func(e genl.Endpoint) bool { return e.ID == ep.ID }) {
+		return genl.Endpoint{}, genl.ErrIDInUse
+	}
 	if ep.ID == 0 {
 		for _, e := range k.eps {
 			ep.ID = max(ep.ID, e.ID)
@@ -54,6 +57,18 @@ func (k *fakeKernel) AddEndpoint(ep genl.Endpoint) (genl.Endpoint, error) {
 	}
 	k.eps = append(k.eps, ep)
 	return ep, nil
+}
+
+func (k *fakeKernel) CreateEndpoint(ep genl.Endpoint) error {
+	if ep.ID == 0 {
+		return genl.ErrInvalid
+	}
+	_, err := k.AddEndpoint(ep)
+	return err
+}
+
+func (k *fakeKernel) SetLimitsAndCreateEndpoint(l genl.Limits, ep genl.Endpoint) (error, error) {
+	return k.SetLimits(l), k.CreateEndpoint(ep)
 }
 
 func (k *fakeKernel) DeleteEndpoint(id uint8) error {
@@ -98,7 +113,7 @@ func (k *fakeKernel) addrs() []string {
 	return out
 }
 
-func parseConfig(t *testing.T, text string) *config.Config {
+func parseConfig(t testing.TB, text string) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse([]byte(text), "test.toml")
 	if err != nil {
@@ -147,9 +162,10 @@ func (h *host) drop(addr string) *host {
 	return h
 }
 
-func newTestReconciler(t *testing.T, k Kernel) (*Reconciler, FileStore) {
+func newTestReconciler(t testing.TB, k Kernel) (*Reconciler, *FileStore) {
 	t.Helper()
-	store := FileStore{Path: filepath.Join(t.TempDir(), "owned.json")}
+	store := &FileStore{Path: filepath.Join(t.TempDir(), "owned.json")}
+	t.Cleanup(func() { _ = store.Close() })
 	return NewReconciler(k, store, slog.New(slog.NewTextHandler(io.Discard, nil))), store
 }
 

@@ -44,7 +44,7 @@ type EndpointInfo struct {
 // Endpoints returns the kernel's endpoints with their owners, by ID.
 func (r *Reconciler) Endpoints() ([]EndpointInfo, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	own, ours, foreign, err := r.read()
 	if err != nil {
 		return nil, err
@@ -114,7 +114,8 @@ func (r *Reconciler) AddManual(ep genl.Endpoint) (genl.Endpoint, error) {
 		return genl.Endpoint{}, err
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
+	r.last = nil // the fast path waits for the next full reconcile
 	own, ours, foreign, err := r.read()
 	if err != nil {
 		return genl.Endpoint{}, err
@@ -179,7 +180,8 @@ func (r *Reconciler) find(id uint8) (own Ownership, ep genl.Endpoint, owner Owne
 // genl.ErrNotFound.
 func (r *Reconciler) DeleteManual(id uint8) (genl.Endpoint, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
+	r.last = nil // the fast path waits for the next full reconcile
 	own, ep, owner, err := r.find(id)
 	if err != nil {
 		return ep, err
@@ -203,7 +205,8 @@ func (r *Reconciler) DeleteManual(id uint8) (genl.Endpoint, error) {
 // with ErrOwnedByPolicy.
 func (r *Reconciler) SetManualFlags(id uint8, backup, fullmesh *bool) (genl.Endpoint, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
+	r.last = nil // the fast path waits for the next full reconcile
 	_, ep, owner, err := r.find(id)
 	if err != nil {
 		return ep, err
@@ -244,7 +247,8 @@ func (r *Reconciler) SetManualFlags(id uint8, backup, fullmesh *bool) (genl.Endp
 // added on request and foreign ones. It returns those removed.
 func (r *Reconciler) FlushManual() ([]genl.Endpoint, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
+	r.last = nil // the fast path waits for the next full reconcile
 	own, ours, foreign, err := r.read()
 	if err != nil {
 		return nil, err

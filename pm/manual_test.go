@@ -33,7 +33,7 @@ func owners(t *testing.T, r *Reconciler) []string {
 
 // records returns the ownership records in the store as "address
 // manual|rule".
-func records(t *testing.T, store FileStore) []string {
+func records(t *testing.T, store *FileStore) []string {
 	t.Helper()
 	own, err := store.Load()
 	if err != nil {
@@ -250,7 +250,7 @@ func TestManualCountsAgainstLimit(t *testing.T) {
 // threeOwners sets up a kernel with a policy endpoint (192.0.2.10 on
 // wlan0), one added on request (198.51.100.5) and a foreign one
 // (203.0.113.1, ID 100), and returns their IDs.
-func threeOwners(t *testing.T) (k *fakeKernel, r *Reconciler, store FileStore, h *host, policy, manual, foreign uint8) {
+func threeOwners(t *testing.T) (k *fakeKernel, r *Reconciler, store *FileStore, h *host, policy, manual, foreign uint8) {
 	t.Helper()
 	k = newFakeKernel()
 	k.eps = []genl.Endpoint{{ID: 100, Addr: addr("203.0.113.1"), Flags: genl.FlagSubflow}}

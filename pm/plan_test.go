@@ -28,7 +28,7 @@ func stateOf(k *fakeKernel) kernelState {
 }
 
 // fileBytes returns the store file's content, nil if there is none.
-func fileBytes(t *testing.T, store FileStore) []byte {
+func fileBytes(t *testing.T, store *FileStore) []byte {
 	t.Helper()
 	b, err := os.ReadFile(store.Path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -159,7 +159,7 @@ func TestPlanFirstRunWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(plan.Added) != 1 || len(plan.Made) != 2 || plan.Made[1].Action != ActionLimits {
+	if len(plan.Added) != 1 || len(plan.Made) != 2 || plan.Made[0].Action != ActionLimits { // the limits first
 		t.Errorf("plan %+v, want one endpoint added and the limits set", plan)
 	}
 	if _, err := os.Stat(store.Path); !errors.Is(err, fs.ErrNotExist) {

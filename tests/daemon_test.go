@@ -258,7 +258,12 @@ flags = [%s]
 	waitEndpoints(t, h, "after carrier back on path 1", want)
 
 	// kill -9 and restart: the same endpoints with the same IDs, no
-	// duplicates, the foreign one untouched.
+	// duplicates, the foreign one untouched; among them one the daemon
+	// added from a new address at once, the moment before it was killed.
+	h.MustIP("addr", "add", "203.0.113.51/24", "dev", paths[0].AIf)
+	want = append(want, "203.0.113.51 subflow")
+	slices.Sort(want)
+	waitEndpoints(t, h, "after adding 203.0.113.51", want)
 	withIDs := endpointSet(t, h, true)
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -342,7 +347,7 @@ func TestDaemonConfigErrors(t *testing.T) {
 	}{
 		{"mode = \"kernel\"\nbogus = 1\n", ":2: bogus: unknown key"},
 		{"[limits]\nsubflows = 9\n", ":2: limits.subflows"},
-		{"mode = \"userspace\"\n", "not available in this version"},
+		{"mode = \"fallback\"\n", "not available in this version"},
 	} {
 		conf := filepath.Join(dir, "c.toml")
 		if err := os.WriteFile(conf, []byte(tc.text), 0o644); err != nil {

@@ -162,3 +162,49 @@ func TestEndpointLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestSetLimitsAndCreateEndpoint: the limits and the endpoint, sent back to
+// back, both reach the kernel, in order; each refusal is reported, and the
+// other request still takes effect.
+func TestSetLimitsAndCreateEndpoint(t *testing.T) {
+	t.Parallel()
+	bed := testbed.New(t)
+	a := bed.Host("a")
+	c := newClient(t, a)
+
+	ep := genl.Endpoint{ID: 7, Addr: netip.MustParseAddr("192.0.2.70"), Flags: genl.FlagSubflow}
+	if limitsErr, createErr := c.SetLimitsAndCreateEndpoint(genl.Limits{AddAddrAccepted: 1, Subflows: 5}, ep); limitsErr != nil || createErr != nil {
+		t.Fatalf("SetLimitsAndCreateEndpoint: %v, %v", limitsErr, createErr)
+	}
+	if got := ipLimits(t, a); got != (genl.Limits{AddAddrAccepted: 1, Subflows: 5}) {
+		t.Errorf("limits = %v, want add_addr_accepted 1 subflows 5", got)
+	}
+	if got, err := c.Endpoint(7); err != nil || got != ep {
+		t.Errorf("Endpoint(7) = %v, %v; want %v", got, err, ep)
+	}
+
+	// The ID is taken: the add is refused, the limits still set.
+	limitsErr, createErr := c.SetLimitsAndCreateEndpoint(genl.Limits{AddAddrAccepted: 2, Subflows: 6},
+		genl.Endpoint{ID: 7, Addr: netip.MustParseAddr("192.0.2.71"), Flags: genl.FlagSubflow})
+	if limitsErr != nil {
+		t.Errorf("limits refused: %v", limitsErr)
+	}
+	wantErr(t, "create with an ID in use", createErr, genl.ErrIDInUse)
+	if got := ipLimits(t, a); got != (genl.Limits{AddAddrAccepted: 2, Subflows: 6}) {
+		t.Errorf("limits = %v after a refused add, want add_addr_accepted 2 subflows 6", got)
+	}
+	// Limits out of bounds: refused, the endpoint added all the same.
+	limitsErr, createErr = c.SetLimitsAndCreateEndpoint(genl.Limits{Subflows: 9},
+		genl.Endpoint{ID: 8, Addr: netip.MustParseAddr("192.0.2.72"), Flags: genl.FlagSubflow})
+	wantErr(t, "limits above the maximum", limitsErr, genl.ErrLimit, genl.ErrInvalid)
+	if createErr != nil {
+		t.Errorf("create refused: %v", createErr)
+	}
+	if _, err := c.Endpoint(8); err != nil {
+		t.Errorf("Endpoint(8) after refused limits: %v, want the endpoint added", err)
+	}
+	// The client still pairs requests and answers.
+	if eps, err := c.Endpoints(); err != nil || len(eps) != 2 {
+		t.Errorf("Endpoints() = %v, %v; want two", eps, err)
+	}
+}

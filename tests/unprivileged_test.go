@@ -115,6 +115,7 @@ func unprivilegedChild(t *testing.T) {
 	}
 	_, err = c.AddEndpoint(genl.Endpoint{Addr: netip.MustParseAddr("192.0.2.2")})
 	perm("AddEndpoint", err)
+	perm("CreateEndpoint", c.CreateEndpoint(genl.Endpoint{ID: 9, Addr: netip.MustParseAddr("192.0.2.2")}))
 	perm("DeleteEndpoint", c.DeleteEndpoint(eps[0].ID))
 	perm("SetEndpointFlags", c.SetEndpointFlags(eps[0].ID, genl.FlagBackup))
 	perm("FlushEndpoints", c.FlushEndpoints())
