@@ -601,13 +601,28 @@ func (d *usDaemon) runqWait() time.Duration {
 
 // usEvents records, per token, when the benchmark read a connection's
 // ESTABLISHED event and its first SUB_ESTABLISHED event, from a
-// subscription in a client's namespace.
+// subscription in a client's namespace, and when the application's
+// connect returned (by local port), which is where a connection's latency
+// is measured from: both path managers' events reach a reader through the
+// same socket wake-up, so reading both ESTABLISHED and SUB_ESTABLISHED
+// would credit the in-kernel path manager with the time the events waited
+// together.
 type usEvents struct {
 	mu     sync.Mutex
 	est    map[uint32]time.Time
 	sub    map[uint32]time.Time
+	port   map[uint32]uint16    // token → local port
+	dialed map[uint16]time.Time // local port → connect returned
 	closed int
 	lost   int
+}
+
+// dialedAt records when the connection from local port p was established
+// for the application.
+func (e *usEvents) dialedAt(p uint16, t time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dialed[p] = t
 }
 
 // usCollect subscribes to h's MPTCP events and records them until the
@@ -625,7 +640,7 @@ func usCollect(b *testing.B, h *testbed.Host) *usEvents {
 		_ = c.Close()
 		b.Fatal(err)
 	}
-	e := &usEvents{est: map[uint32]time.Time{}, sub: map[uint32]time.Time{}}
+	e := &usEvents{est: map[uint32]time.Time{}, sub: map[uint32]time.Time{}, port: map[uint32]uint16{}, dialed: map[uint16]time.Time{}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -648,6 +663,7 @@ func usCollect(b *testing.B, h *testbed.Host) *usEvents {
 				case genl.EventEstablished:
 					if _, ok := e.est[ev.Token]; !ok {
 						e.est[ev.Token] = now
+						e.port[ev.Token] = ev.Local.Port()
 					}
 				case genl.EventSubEstablished:
 					if _, ok := e.sub[ev.Token]; !ok {
@@ -674,6 +690,7 @@ func (e *usEvents) reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.est, e.sub, e.closed = map[uint32]time.Time{}, map[uint32]time.Time{}, 0
+	e.port, e.dialed = map[uint32]uint16{}, map[uint16]time.Time{}
 }
 
 func (e *usEvents) lostCount() int {
@@ -696,15 +713,19 @@ func (e *usEvents) counts() (est, withSub, closed int) {
 }
 
 // latencies returns, for every connection established since the last
-// reset, the time from ESTABLISHED to its second subflow's
+// reset, the time from its establishment for the application (connect
+// returned; the ESTABLISHED event when unknown) to its second subflow's
 // SUB_ESTABLISHED, or missing for one without.
 func (e *usEvents) latencies(missing time.Duration) []time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := make([]time.Duration, 0, len(e.est))
 	for t, at := range e.est {
+		if d, ok := e.dialed[e.port[t]]; ok {
+			at = d
+		}
 		if s, ok := e.sub[t]; ok {
-			out = append(out, s.Sub(at))
+			out = append(out, max(s.Sub(at), 0))
 		} else {
 			out = append(out, missing)
 		}
@@ -715,6 +736,7 @@ func (e *usEvents) latencies(missing time.Duration) []time.Duration {
 // usJob asks a dialler for one connection.
 type usJob struct {
 	remote netip.AddrPort
+	ev     *usEvents
 	done   chan<- usDialed
 }
 
@@ -751,6 +773,7 @@ func usDialer(b *testing.B, h *testbed.Host) chan<- usJob {
 				}
 				c, err := d.Dial("tcp", j.remote.String())
 				if err == nil {
+					j.ev.dialedAt(uint16(c.LocalAddr().(*net.TCPAddr).Port), time.Now())
 					if ok, merr := c.(*net.TCPConn).MultipathTCP(); !ok || merr != nil {
 						_ = c.Close()
 						c, err = nil, fmt.Errorf("%s → %s fell back to TCP (%v)", h.Name, j.remote, merr)
@@ -792,7 +815,7 @@ func (s *usSide) dial(b *testing.B, rate, n int) (conns []net.Conn, took time.Du
 		if wait := time.Until(at); wait > 0 {
 			time.Sleep(wait)
 		}
-		s.dialer <- usJob{remote: s.remote, done: done}
+		s.dialer <- usJob{remote: s.remote, ev: s.ev, done: done}
 	}
 	for range n {
 		r := <-done
