@@ -161,7 +161,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	n := &node{
 		log: log, opts: opts, nsfd: nsfd, caps: caps, client: client, diag: dc, rec: rec,
-		started: time.Now(), mode: mode, reason: reason, cfg: cfg, source: opts.ConfigPath, applied: time.Now(), kick: make(chan struct{}, 1),
+		started: time.Now(), mode: mode, reason: reason, cfg: cfg, source: opts.ConfigPath, applied: time.Now(), kick: make(chan struct{}, 1), subscribed: make(chan struct{}),
 	}
 	rec.OnChange(n.onChange)
 
@@ -204,6 +204,9 @@ func Run(ctx context.Context, opts Options) error {
 				log.Error("metrics stopped", "error", err)
 			}
 		})
+	}
+	if !caps.EventsGroup {
+		close(n.subscribed)
 	}
 	if caps.EventsGroup {
 		wg.Go(func() { n.kernelEventsLoop(bg) })

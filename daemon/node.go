@@ -49,6 +49,10 @@ type node struct {
 	bg context.Context
 	// kick tells the loop that the watcher was replaced.
 	kick chan struct{}
+	// subscribed is closed once the kernel's events are subscribed to
+	// (at once when the kernel has no event group).
+	subscribed     chan struct{}
+	subscribedOnce sync.Once
 
 	// mu serialises reconciles and guards the policy, the watcher and
 	// the reconcile statistics.
@@ -268,6 +272,7 @@ func (n *node) onChange(c pm.Change) {
 // kernelEventsLoop publishes the kernel's MPTCP events until ctx ends.
 func (n *node) kernelEventsLoop(ctx context.Context) {
 	backoff := time.Second
+	resubscribed := false
 	for ctx.Err() == nil {
 		sub, err := n.client.Subscribe(ctx)
 		if err != nil {
@@ -282,6 +287,16 @@ func (n *node) kernelEventsLoop(ctx context.Context) {
 			continue
 		}
 		backoff = time.Second
+		n.subscribedOnce.Do(func() { close(n.subscribed) })
+		if resubscribed {
+			// Events between the two subscriptions are lost.
+			if m := n.us.Load(); m != nil {
+				if err := m.Resync(ctx); err != nil && ctx.Err() == nil {
+					n.log.Error("resynchronising the userspace path manager", "error", err)
+				}
+			}
+		}
+		resubscribed = true
 		for {
 			evs, err := sub.Receive()
 			if errors.Is(err, genl.ErrEventsLost) {

@@ -6,7 +6,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/mptcpd/mptcpd/config"
 	"github.com/mptcpd/mptcpd/events"
@@ -39,12 +43,13 @@ func (n *node) startUserspace(ctx context.Context, st netmon.State) (*userspace.
 		kernels = append(kernels, c)
 	}
 	m, err := userspace.New(userspace.Options{
-		Kernels:    kernels,
-		Lister:     n.diag,
-		Policy:     userspacePolicy(n.cfg, st, nil),
-		Log:        n.log,
-		OnDecision: n.onDecision,
-		Listen:     n.listen,
+		Kernels:        kernels,
+		Lister:         n.diag,
+		Policy:         userspacePolicy(n.cfg, st, nil),
+		Log:            n.log,
+		OnDecision:     n.onDecision,
+		Listen:         n.listen,
+		PendingTimeout: pendingTimeout(n.nsfd),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -57,10 +62,46 @@ func (n *node) startUserspace(ctx context.Context, st netmon.State) (*userspace.
 		}
 		done <- err
 	}()
+	// The kernel's events go to the Manager from now on, before it reads
+	// the connections: a connection that opens after the listing is known
+	// from its events (those that came before the Manager existed are
+	// covered by the listing; the Manager takes both in either order).
+	n.us.Store(m)
+	// And the listing is read once they are subscribed to: a connection
+	// opened before the subscription is in it.
+	select {
+	case <-n.subscribed:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		n.log.Warn("the kernel's MPTCP events are not subscribed to yet; connections may be missed until a resync")
+	}
 	if err := m.Resync(ctx); err != nil {
 		n.log.Warn("reading the live connections at start", "error", err)
 	}
 	return m, done, nil
+}
+
+// pendingTimeout is how long a subflow asked for may go unreported before
+// the userspace path manager counts it as failed and asks again. The
+// kernel reports every join's end, a SYN that nobody answers included,
+// but only once it gives up on it: after 1+2+4+… seconds, one term per
+// SYN sent (net.ipv4.tcp_syn_retries, default 6: 127 s). A shorter
+// timeout would ask again while the first join still waits in SYN-SENT,
+// and joins into a black hole would pile up; so it is that, and a margin.
+func pendingTimeout(nsfd int) time.Duration {
+	retries := 6
+	_ = netns.Do(nsfd, func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_syn_retries")
+		if err != nil {
+			return err
+		}
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && v >= 1 {
+			retries = v
+		}
+		return nil
+	})
+	retries = min(retries, 10) // the kernel allows 127: bound it
+	return time.Duration(1<<(retries+1)-1)*time.Second + 10*time.Second
 }
 
 // userspacePolicy makes the userspace path manager's policy: the usable

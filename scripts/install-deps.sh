@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mptcpd's tests and tools need and the machine
-# lacks: iproute2 (ip, to build test hosts and cross-check the kernel) and
-# util-linux. Needs root; does nothing when everything is present.
+# lacks: iproute2 (ip, to build test hosts and cross-check the kernel),
+# util-linux, and nftables (nft, to cut paths in the tests). Needs root; does nothing when everything is present.
 set -euo pipefail
 
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 
 if ((${#need[@]} == 0)); then
 	exit 0

@@ -292,7 +292,7 @@ func (w *worker) subClosed(c *conn, e *genl.Event) {
 // not usable).
 func (w *worker) wants(c *conn, key pairKey) bool {
 	for i, s := range c.wanted(w.policy()) {
-		if s.key() == key && (i > 0 || s.local != nil) {
+		if s.key() == key && (i > 0 || s.local != nil && !c.server) {
 			return true
 		}
 	}
@@ -355,8 +355,8 @@ func (w *worker) reconcile(c *conn) {
 		}
 		st := c.retries[s.key()]
 		switch {
-		case i == 0 && s.local == nil:
-			continue // the initial path is gone, and its address is not usable
+		case i == 0 && (s.local == nil || c.server):
+			continue // the initial path is gone: its address is not usable, or the peer opened it (a server does not dial its client)
 		case st != nil && st.gaveUp:
 			continue
 		case st != nil && st.at.After(now):
