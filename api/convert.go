@@ -148,6 +148,7 @@ func (s *Server) connectionToPB(c diag.Connection) *pb.Connection {
 	}
 	if info, ok := s.backend.ConnectionPolicy(c.Token); ok {
 		out.Rule, out.Strategy, out.SubflowsWanted, out.ServerSide = info.Rule, info.Strategy, uint32(info.Wanted), info.Server
+		out.AnnouncementsAccepted, out.AnnouncementsRefused = uint32(info.Accepted), uint32(info.Refused)
 	}
 	if len(c.Subflows) > 0 {
 		out.Subflows = make([]*pb.Subflow, len(c.Subflows))

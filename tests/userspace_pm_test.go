@@ -1141,6 +1141,15 @@ strategy = "fullmesh"
 		if _, err := d.c.GetStatus(ctxT(t), &pb.GetStatusRequest{}); err != nil {
 			t.Fatalf("GetStatus after the flood: %v", err)
 		}
+		// The rest are counted, and the API shows the count.
+		gc, err := d.c.GetConnection(ctxT(t), &pb.GetConnectionRequest{Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := gc.GetConnection(); c.GetAnnouncementsRefused() < uint32(n-before-maxAccepted)/2 || c.GetAnnouncementsAccepted() < uint32(maxAccepted) {
+			t.Errorf("the API counts %d announcements accepted and %d refused; want %d accepted and most of the other %d refused",
+				c.GetAnnouncementsAccepted(), c.GetAnnouncementsRefused(), maxAccepted, n-before-maxAccepted)
+		}
 		joins := subflowsTo(t, b.dc, local, isFlood)
 		t.Logf("subflows to the flood's addresses: %q", joins)
 		if len(joins) > maxAccepted {

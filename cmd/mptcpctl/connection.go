@@ -130,6 +130,7 @@ func (a *app) printConnection(c *mptcpdv1.Connection) error {
 		}
 		t.row("policy:", fmt.Sprintf("rule %q, strategy %s, %s side, %d subflows wanted",
 			c.GetRule(), c.GetStrategy(), side, c.GetSubflowsWanted()))
+		t.row("announcements:", fmt.Sprintf("%d accepted, %d refused", c.GetAnnouncementsAccepted(), c.GetAnnouncementsRefused()))
 	}
 	t.row("path manager:", fmt.Sprintf("announced %d, accepted %d, local addresses used %d",
 		c.GetAddAddrSignal(), c.GetAddAddrAccepted(), c.GetLocalAddrUsed()))

@@ -188,7 +188,7 @@ func fakeEndpoints() []*mptcpdv1.Endpoint {
 func fakeConnections() []*mptcpdv1.Connection {
 	return []*mptcpdv1.Connection{
 		{
-			Token: 0x1f2e3d4c, LocalAddress: "192.0.2.10", LocalPort: 40312, RemoteAddress: "203.0.113.5", RemotePort: 443, Rule: "clients", Strategy: "fullmesh", SubflowsWanted: 2,
+			Token: 0x1f2e3d4c, LocalAddress: "192.0.2.10", LocalPort: 40312, RemoteAddress: "203.0.113.5", RemotePort: 443, Rule: "clients", Strategy: "fullmesh", SubflowsWanted: 2, AnnouncementsAccepted: 1, AnnouncementsRefused: 3,
 			State: "established", AddAddrSignal: 1, AddAddrAccepted: 1, LocalAddrUsed: 1,
 			BytesSent: 123456, BytesReceived: 654321, BytesAcked: 123000, BytesRetransmitted: 456, Uid: 1000, Inode: 98765,
 			Subflows: []*mptcpdv1.Subflow{

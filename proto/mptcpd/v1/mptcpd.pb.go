@@ -2261,9 +2261,14 @@ type Connection struct {
 	Strategy       string `protobuf:"bytes,19,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	SubflowsWanted uint32 `protobuf:"varint,20,opt,name=subflows_wanted,json=subflowsWanted,proto3" json:"subflows_wanted,omitempty"`
 	// This host accepted the connection.
-	ServerSide    bool `protobuf:"varint,21,opt,name=server_side,json=serverSide,proto3" json:"server_side,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ServerSide bool `protobuf:"varint,21,opt,name=server_side,json=serverSide,proto3" json:"server_side,omitempty"`
+	// Userspace mode: the peer's announcements accepted and refused (a
+	// flood is counted here; only the first refusals are reported as
+	// decisions).
+	AnnouncementsAccepted uint32 `protobuf:"varint,22,opt,name=announcements_accepted,json=announcementsAccepted,proto3" json:"announcements_accepted,omitempty"`
+	AnnouncementsRefused  uint32 `protobuf:"varint,23,opt,name=announcements_refused,json=announcementsRefused,proto3" json:"announcements_refused,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Connection) Reset() {
@@ -2441,6 +2446,20 @@ func (x *Connection) GetServerSide() bool {
 		return x.ServerSide
 	}
 	return false
+}
+
+func (x *Connection) GetAnnouncementsAccepted() uint32 {
+	if x != nil {
+		return x.AnnouncementsAccepted
+	}
+	return 0
+}
+
+func (x *Connection) GetAnnouncementsRefused() uint32 {
+	if x != nil {
+		return x.AnnouncementsRefused
+	}
+	return 0
 }
 
 // Subflow is one TCP subflow of a connection.
@@ -4196,7 +4215,7 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x0eSkippedAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12%\n" +
 	"\x0einterface_name\x18\x02 \x01(\tR\rinterfaceName\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc6\x05\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb2\x06\n" +
 	"\n" +
 	"Connection\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\rR\x05token\x12#\n" +
@@ -4225,7 +4244,9 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\bstrategy\x18\x13 \x01(\tR\bstrategy\x12'\n" +
 	"\x0fsubflows_wanted\x18\x14 \x01(\rR\x0esubflowsWanted\x12\x1f\n" +
 	"\vserver_side\x18\x15 \x01(\bR\n" +
-	"serverSide\"\xfd\x03\n" +
+	"serverSide\x125\n" +
+	"\x16announcements_accepted\x18\x16 \x01(\rR\x15announcementsAccepted\x123\n" +
+	"\x15announcements_refused\x18\x17 \x01(\rR\x14announcementsRefused\"\xfd\x03\n" +
 	"\aSubflow\x12#\n" +
 	"\rlocal_address\x18\x01 \x01(\tR\flocalAddress\x12\x1d\n" +
 	"\n" +
