@@ -30,13 +30,9 @@ func (a *app) connectionListCmd() *cobra.Command {
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			conns, err := listConnections(ctx, c, listeners)
+			conns, err := rpc(a, cmd, "listing connections", func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) ([]*mptcpdv1.Connection, error) {
+				return listConnections(ctx, c, listeners)
+			})
 			if err != nil {
 				return err
 			}
@@ -62,7 +58,8 @@ func (a *app) connectionListCmd() *cobra.Command {
 	return c
 }
 
-// listConnections reads every page of connections.
+// listConnections reads every page of connections. Its errors do not say
+// what was being done: the caller does.
 func listConnections(ctx context.Context, c mptcpdv1.MptcpdServiceClient, listeners bool) ([]*mptcpdv1.Connection, error) {
 	var all []*mptcpdv1.Connection
 	req := &mptcpdv1.ListConnectionsRequest{Listeners: listeners}
@@ -70,7 +67,7 @@ func listConnections(ctx context.Context, c mptcpdv1.MptcpdServiceClient, listen
 	for {
 		resp, err := c.ListConnections(ctx, req)
 		if err != nil {
-			return nil, fmt.Errorf("listing connections: %w", err)
+			return nil, err
 		}
 		all = append(all, resp.GetConnections()...)
 		next := resp.GetNextPageToken()
@@ -78,7 +75,7 @@ func listConnections(ctx context.Context, c mptcpdv1.MptcpdServiceClient, listen
 			return all, nil
 		}
 		if seen[next] {
-			return nil, fmt.Errorf("listing connections: mptcpd returned page token %q twice", next)
+			return nil, fmt.Errorf("mptcpd returned page token %q twice", next)
 		}
 		seen[next] = true
 		req = &mptcpdv1.ListConnectionsRequest{Listeners: listeners, PageToken: next}
@@ -98,15 +95,11 @@ func (a *app) connectionShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("getting connection %s", formatToken(token)), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.GetConnectionResponse, error) {
+				return c.GetConnection(ctx, &mptcpdv1.GetConnectionRequest{Token: token})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.GetConnection(ctx, &mptcpdv1.GetConnectionRequest{Token: token})
-			if err != nil {
-				return fmt.Errorf("getting connection %s: %w", formatToken(token), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -62,15 +63,11 @@ signal,backup.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("adding endpoint %s", req.GetAddress()), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.CreateEndpointResponse, error) {
+				return c.CreateEndpoint(ctx, req)
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.CreateEndpoint(ctx, req)
-			if err != nil {
-				return fmt.Errorf("adding endpoint %s: %w", req.GetAddress(), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -129,15 +126,11 @@ policy derives are refused: change the policy instead.`,
 			if len(rest) > 0 {
 				return usageErrorf("endpoint delete takes one ID, not %q too", rest)
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("deleting endpoint %d", id), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.DeleteEndpointResponse, error) {
+				return c.DeleteEndpoint(ctx, &mptcpdv1.DeleteEndpointRequest{Id: id})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.DeleteEndpoint(ctx, &mptcpdv1.DeleteEndpointRequest{Id: id})
-			if err != nil {
-				return fmt.Errorf("deleting endpoint %d: %w", id, err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -164,15 +157,11 @@ are.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("changing endpoint %d", req.GetId()), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.UpdateEndpointResponse, error) {
+				return c.UpdateEndpoint(ctx, req)
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.UpdateEndpoint(ctx, req)
-			if err != nil {
-				return fmt.Errorf("changing endpoint %d: %w", req.GetId(), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -235,15 +224,11 @@ them. With an ID it shows that endpoint alone.`,
 			if len(rest) > 0 {
 				return usageErrorf("endpoint show takes at most one ID, not %q too", rest)
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("getting endpoint %d", id), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.GetEndpointResponse, error) {
+				return c.GetEndpoint(ctx, &mptcpdv1.GetEndpointRequest{Id: id})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.GetEndpoint(ctx, &mptcpdv1.GetEndpointRequest{Id: id})
-			if err != nil {
-				return fmt.Errorf("getting endpoint %d: %w", id, err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -254,15 +239,11 @@ them. With an ID it shows that endpoint alone.`,
 }
 
 func (a *app) listEndpoints(cmd *cobra.Command) error {
-	c, err := a.connect()
+	resp, err := rpc(a, cmd, "listing endpoints", func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.ListEndpointsResponse, error) {
+		return c.ListEndpoints(ctx, &mptcpdv1.ListEndpointsRequest{})
+	})
 	if err != nil {
 		return err
-	}
-	ctx, cancel := a.call(cmd.Context())
-	defer cancel()
-	resp, err := c.ListEndpoints(ctx, &mptcpdv1.ListEndpointsRequest{})
-	if err != nil {
-		return fmt.Errorf("listing endpoints: %w", err)
 	}
 	if a.jsonOutput() {
 		return a.printJSON(resp)
@@ -281,15 +262,11 @@ The policy's endpoints stay.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, "flushing endpoints", func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.FlushEndpointsResponse, error) {
+				return c.FlushEndpoints(ctx, &mptcpdv1.FlushEndpointsRequest{})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.FlushEndpoints(ctx, &mptcpdv1.FlushEndpointsRequest{})
-			if err != nil {
-				return fmt.Errorf("flushing endpoints: %w", err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -26,15 +27,11 @@ func (a *app) limitsShowCmd() *cobra.Command {
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, "getting the limits", func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.GetLimitsResponse, error) {
+				return c.GetLimits(ctx, &mptcpdv1.GetLimitsRequest{})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.GetLimits(ctx, &mptcpdv1.GetLimitsRequest{})
-			if err != nil {
-				return fmt.Errorf("getting the limits: %w", err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -39,15 +40,11 @@ output is a valid policy: edit it and give it to policy apply.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, "getting the policy", func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.GetPolicyResponse, error) {
+				return c.GetPolicy(ctx, &mptcpdv1.GetPolicyRequest{})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.GetPolicy(ctx, &mptcpdv1.GetPolicyRequest{})
-			if err != nil {
-				return fmt.Errorf("getting the policy: %w", err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -81,15 +78,11 @@ and print what applying it now would change. Nothing is changed.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("checking the policy in %s", args[0]), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.ValidatePolicyResponse, error) {
+				return c.ValidatePolicy(ctx, &mptcpdv1.ValidatePolicyRequest{Document: doc})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.ValidatePolicy(ctx, &mptcpdv1.ValidatePolicyRequest{Document: doc})
-			if err != nil {
-				return fmt.Errorf("checking the policy in %s: %w", args[0], err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -117,15 +110,11 @@ standard input), all or nothing, and prints what it changed. With
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("applying the policy in %s", args[0]), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.ApplyPolicyResponse, error) {
+				return c.ApplyPolicy(ctx, &mptcpdv1.ApplyPolicyRequest{Document: doc, DryRun: dryRun})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.ApplyPolicy(ctx, &mptcpdv1.ApplyPolicyRequest{Document: doc, DryRun: dryRun})
-			if err != nil {
-				return fmt.Errorf("applying the policy in %s: %w", args[0], err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)

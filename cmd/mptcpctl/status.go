@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -20,15 +21,11 @@ reconcile of the policy with the kernel went.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, "getting the status", func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.GetStatusResponse, error) {
+				return c.GetStatus(ctx, &mptcpdv1.GetStatusRequest{})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.GetStatus(ctx, &mptcpdv1.GetStatusRequest{})
-			if err != nil {
-				return fmt.Errorf("getting the status: %w", err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -50,17 +51,14 @@ with a port in brackets: [2001:db8::1]:443. The words after them:
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.CreateSubflow(ctx, req)
 			local := hostPort(req.GetLocalAddress(), req.GetLocalPort())
 			remote := hostPort(req.GetRemoteAddress(), req.GetRemotePort())
+			what := fmt.Sprintf("opening a subflow %s -> %s on connection %s", local, remote, formatToken(req.GetToken()))
+			resp, err := rpc(a, cmd, what, func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.CreateSubflowResponse, error) {
+				return c.CreateSubflow(ctx, req)
+			})
 			if err != nil {
-				return fmt.Errorf("opening a subflow %s -> %s on connection %s: %w", local, remote, formatToken(req.GetToken()), err)
+				return err
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -160,15 +158,11 @@ LOCAL:PORT and REMOTE:PORT, as connection show lists them.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("closing subflow %s", keyString(key)), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.DestroySubflowResponse, error) {
+				return c.DestroySubflow(ctx, &mptcpdv1.DestroySubflowRequest{Subflow: key})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.DestroySubflow(ctx, &mptcpdv1.DestroySubflowRequest{Subflow: key})
-			if err != nil {
-				return fmt.Errorf("closing subflow %s: %w", keyString(key), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -199,15 +193,11 @@ and tells the peer (MP_PRIO).`,
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("setting backup %s on subflow %s", args[3], keyString(key)), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.SetSubflowBackupResponse, error) {
+				return c.SetSubflowBackup(ctx, &mptcpdv1.SetSubflowBackupRequest{Subflow: key, Backup: backup})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.SetSubflowBackup(ctx, &mptcpdv1.SetSubflowBackupRequest{Subflow: key, Backup: backup})
-			if err != nil {
-				return fmt.Errorf("setting backup %s on subflow %s: %w", args[3], keyString(key), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -234,16 +224,12 @@ ID ID (1 to 255). withdraw takes the announcement back.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			addr := hostPort(req.GetAddress(), req.GetPort())
+			resp, err := rpc(a, cmd, fmt.Sprintf("announcing %s on connection %s", addr, formatToken(req.GetToken())), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.AnnounceResponse, error) {
+				return c.Announce(ctx, req)
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			resp, err := c.Announce(ctx, req)
-			addr := hostPort(req.GetAddress(), req.GetPort())
-			if err != nil {
-				return fmt.Errorf("announcing %s on connection %s: %w", addr, formatToken(req.GetToken()), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -300,16 +286,11 @@ announced with ID: the peer stops using it and closes its subflows.`,
 			if len(rest) > 0 {
 				return usageErrorf("withdraw takes TOKEN and one ID, not %q too", rest)
 			}
-			c, err := a.connect()
+			resp, err := rpc(a, cmd, fmt.Sprintf("withdrawing id %d on connection %s", id, formatToken(token)), func(ctx context.Context, c mptcpdv1.MptcpdServiceClient) (*mptcpdv1.WithdrawResponse, error) {
+				return c.Withdraw(ctx, &mptcpdv1.WithdrawRequest{Token: token, Id: id})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			req := &mptcpdv1.WithdrawRequest{Token: token, Id: id}
-			resp, err := c.Withdraw(ctx, req)
-			if err != nil {
-				return fmt.Errorf("withdrawing id %d on connection %s: %w", id, formatToken(token), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
