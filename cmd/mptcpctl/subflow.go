@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/spf13/cobra"
 
@@ -69,21 +70,28 @@ with a port in brackets: [2001:db8::1]:443. The words after them:
 	}
 }
 
-func parseSubflowAdd(args []string) (*mptcpdv1.CreateSubflowRequest, error) {
-	token, err := parseToken(args[0])
-	if err != nil {
-		return nil, err
+// subflowEnds reads TOKEN LOCAL[:PORT] REMOTE:PORT, the local port
+// optional when localPortOptional.
+func subflowEnds(args []string, localPortOptional bool) (token uint32, local netip.Addr, lport uint32, remote netip.Addr, rport uint32, err error) {
+	if token, err = parseToken(args[0]); err != nil {
+		return
 	}
-	local, lport, err := parseAddrPort("LOCAL", args[1], true)
-	if err != nil {
-		return nil, err
+	if local, lport, err = parseAddrPort("LOCAL", args[1], localPortOptional); err != nil {
+		return
 	}
-	remote, rport, err := parseAddrPort("REMOTE", args[2], false)
-	if err != nil {
-		return nil, err
+	if remote, rport, err = parseAddrPort("REMOTE", args[2], false); err != nil {
+		return
 	}
 	if local.Is4() != remote.Is4() {
-		return nil, invalidf("LOCAL %s and REMOTE %s are of different families: give both IPv4 or both IPv6", local, remote)
+		err = invalidf("LOCAL %s and REMOTE %s are of different families: give both IPv4 or both IPv6", local, remote)
+	}
+	return
+}
+
+func parseSubflowAdd(args []string) (*mptcpdv1.CreateSubflowRequest, error) {
+	token, local, lport, remote, rport, err := subflowEnds(args, true)
+	if err != nil {
+		return nil, err
 	}
 	req := &mptcpdv1.CreateSubflowRequest{
 		Token:         token,
@@ -113,20 +121,9 @@ func parseSubflowAdd(args []string) (*mptcpdv1.CreateSubflowRequest, error) {
 
 // parseSubflowKey reads TOKEN LOCAL:PORT REMOTE:PORT.
 func parseSubflowKey(args []string) (*mptcpdv1.SubflowKey, error) {
-	token, err := parseToken(args[0])
+	token, local, lport, remote, rport, err := subflowEnds(args, false)
 	if err != nil {
 		return nil, err
-	}
-	local, lport, err := parseAddrPort("LOCAL", args[1], false)
-	if err != nil {
-		return nil, err
-	}
-	remote, rport, err := parseAddrPort("REMOTE", args[2], false)
-	if err != nil {
-		return nil, err
-	}
-	if local.Is4() != remote.Is4() {
-		return nil, invalidf("LOCAL %s and REMOTE %s are of different families: give both IPv4 or both IPv6", local, remote)
 	}
 	return &mptcpdv1.SubflowKey{
 		Token:         token,
