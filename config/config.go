@@ -83,6 +83,11 @@ type Config struct {
 	// Userspace is the policy of the userspace path manager (mode
 	// "userspace").
 	Userspace Userspace `toml:"userspace"`
+	// Fallback is the client side of the userspace fallback datapath
+	// (mode "fallback").
+	Fallback Fallback `toml:"fallback"`
+	// Converter is the converter role of the fallback datapath.
+	Converter Converter `toml:"converter"`
 	// API is where the control API listens and who may use it.
 	API API `toml:"api"`
 	// Metrics is the optional Prometheus endpoint.
@@ -413,6 +418,8 @@ func Default() *Config {
 			Flags: []string{"subflow"},
 		}},
 		Userspace: defaultUserspace(),
+		Fallback:  defaultFallback(),
+		Converter: defaultConverter(),
 	}
 }
 
@@ -461,6 +468,8 @@ func Parse(data []byte, filename string) (*Config, error) {
 // unnamed rules.
 func (c *Config) normalize() {
 	c.Userspace.normalize()
+	c.Fallback.normalize()
+	c.Converter.normalize()
 	nilIfEmpty(&c.Addresses.AllowPrefixes)
 	nilIfEmpty(&c.Addresses.DenyPrefixes)
 	nilIfEmpty(&c.Interfaces.Allow)
@@ -628,6 +637,8 @@ func (c *Config) validate(d *document) []*Error {
 		}
 	}
 	c.Userspace.validate(p)
+	c.Fallback.validate(p, c.Mode)
+	c.Converter.validate(p)
 	c.validateAPI(p)
 	return p.errs
 }
@@ -1288,12 +1299,13 @@ func want(key string) string {
 	case "limits.subflows", "limits.add_addr_accepted":
 		return wantLimit
 	case "addresses.allow_prefixes", "addresses.deny_prefixes",
-		"userspace.peer.allow_prefixes", "userspace.peer.deny_prefixes", "userspace.rule.remote_prefixes":
+		"userspace.peer.allow_prefixes", "userspace.peer.deny_prefixes", "userspace.rule.remote_prefixes",
+		"fallback.capture.exclude_prefixes", "converter.allow_prefixes", "converter.deny_prefixes":
 		if elem {
 			return "a string in " + wantPrefix
 		}
 		return `a list of prefixes, e.g. ["192.0.2.0/24", "2001:db8::/32"]`
-	case "interfaces.allow", "interfaces.deny", "rule.interfaces":
+	case "interfaces.allow", "interfaces.deny", "rule.interfaces", "fallback.capture.tproxy_interfaces":
 		if elem {
 			return `a string: an interface name pattern such as "eth*"`
 		}
@@ -1333,7 +1345,7 @@ func want(key string) string {
 		return fmt.Sprintf("an integer 0..%d (0 never re-creates)", attemptsMax)
 	case "userspace.rule.side":
 		return `a string: "client", "server" or "any"`
-	case "userspace.rule.remote_ports", "userspace.rule.local_ports":
+	case "userspace.rule.remote_ports", "userspace.rule.local_ports", "fallback.capture.ports", "converter.allow_ports":
 		if elem {
 			return "an integer 1..65535"
 		}
@@ -1356,8 +1368,43 @@ func want(key string) string {
 		return `a string: an absolute path to a PEM file`
 	case "api.tcp.insecure":
 		return "true or false"
+	case "fallback.converter":
+		return `a string: the converter's IP address and port, e.g. "192.0.2.1:7445" or "[2001:db8::1]:7445"`
+	case "fallback.key_id":
+		return fmt.Sprintf(`a string: the key id the converter's keys file gives this client, 1..%d printable ASCII characters without spaces or "#", e.g. "laptop"`, keyIDMax)
+	case "fallback.key_file", "fallback.socks_users_file", "converter.keys_file":
+		return `a string: an absolute path, or "" for none`
+	case "fallback.tls.cert", "fallback.tls.key", "fallback.tls.ca",
+		"converter.tls.cert", "converter.tls.key", "converter.tls.client_ca":
+		return `a string: an absolute path to a PEM file, or "" for none`
+	case "fallback.tls.server_name":
+		return `a string: the name the converter's certificate carries, or "" for its address`
+	case "fallback.scheduler":
+		return `a string: "minrtt", "roundrobin" or "redundant"`
+	case "fallback.stale_loss_cnt":
+		return fmt.Sprintf("an integer 1..%d (retransmission timeouts)", staleLossCntMax)
+	case "fallback.receive_window", "fallback.send_buffer":
+		return fmt.Sprintf("an integer %d..%d (bytes: 64 KiB to 1 GiB)", bufferMin, bufferMax)
+	case "fallback.socks_listen":
+		return `a string: "host:port", e.g. "127.0.0.1:1080", or "" for none`
+	case "fallback.mark":
+		return fmt.Sprintf("an integer 1..4294967295, e.g. %#x", DefaultMark)
+	case "fallback.capture.redirect_port", "fallback.capture.tproxy_port":
+		return "an integer 0..65535 (0 for none)"
+	case "converter.enabled", "converter.allow_loopback", "converter.allow_link_local", "converter.allow_own":
+		return "true or false"
+	case "converter.listen":
+		if elem {
+			return `a string: "host:port", e.g. "[::]:7445"`
+		}
+		return `a list of "host:port" addresses, e.g. ["[::]:7445"]`
+	case "converter.max_sessions_per_key":
+		return fmt.Sprintf("an integer 1..%d", sessionsPerKeyMax)
+	case "converter.dial_timeout":
+		return fmt.Sprintf("a duration %s..%s: %s", Duration{dialTimeoutMin}, Duration{dialTimeoutMax}, wantDuration)
 	case "log", "limits", "addresses", "interfaces", "api", "api.tcp", "metrics",
-		"userspace", "userspace.peer", "userspace.retry":
+		"userspace", "userspace.peer", "userspace.retry",
+		"fallback", "fallback.tls", "fallback.capture", "converter", "converter.tls":
 		return fmt.Sprintf("a table, [%s]", key)
 	}
 	return "what systemd/mptcpd.toml shows"

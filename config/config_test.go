@@ -127,7 +127,12 @@ state_dir = "/var/lib/mptcpd"
 			c.KeepPathManager = true
 			c.StateDir = "/var/lib/mptcpd"
 		}},
-		{"fallback mode", `mode = "fallback"`, func(c *Config) { c.Mode = ModeFallback }},
+		{"fallback mode", "mode = \"fallback\"\n[fallback]\nconverter = \"192.0.2.1:7445\"\nkey_id = \"laptop\"\nkey_file = \"/etc/mptcpd/key\"\n", func(c *Config) {
+			c.Mode = ModeFallback
+			c.Fallback.Converter = "192.0.2.1:7445"
+			c.Fallback.KeyID = "laptop"
+			c.Fallback.KeyFile = "/etc/mptcpd/key"
+		}},
 		{"auto mode", `mode = "auto"`, func(c *Config) { c.Mode = ModeAuto }},
 		{"numeric limits", "[limits]\nsubflows = 0x4\nadd_addr_accepted = 0\n", func(c *Config) {
 			c.Limits = Limits{Subflows: Limit{Value: 4}, AddAddrAccepted: Limit{Value: 0}}

@@ -71,9 +71,6 @@ func LoadConfig(opts Options) (*config.Config, error) {
 		}
 		cfg.NetNS = opts.NetNS
 	}
-	if cfg.Mode == config.ModeFallback {
-		return nil, fmt.Errorf("%s: mode %q is not available in this version of mptcpd: \"kernel\", \"userspace\" and \"auto\" are; set one of them", opts.ConfigPath, cfg.Mode)
-	}
 	return cfg, nil
 }
 
@@ -113,7 +110,21 @@ func Run(ctx context.Context, opts Options) error {
 			nsName, strings.Join(others, ", "))
 	}
 
+	if cfg.Mode == config.ModeFallback {
+		return runFallback(ctx, opts, cfg, nsfd, "")
+	}
 	caps, err := genl.Probe(genl.WithNetNS(nsfd))
+	if cfg.Mode == config.ModeAuto && (err != nil || !caps.Family || !caps.Enabled) && fallbackUsable(cfg) {
+		why := "the kernel has no MPTCP path manager"
+		switch {
+		case err != nil:
+			why = "probing the kernel's MPTCP failed: " + err.Error()
+		case caps.Family && !caps.Enabled:
+			why = "MPTCP is disabled in this namespace (net.mptcp.enabled = 0)"
+		}
+		log.Info("mode auto picked fallback", "reason", why)
+		return runFallback(ctx, opts, cfg, nsfd, why)
+	}
 	if err != nil {
 		return fmt.Errorf("probing the kernel's MPTCP: %w", err)
 	}
@@ -192,6 +203,16 @@ func Run(ctx context.Context, opts Options) error {
 
 	bg, stopBG := context.WithCancel(ctx)
 	n.bg = bg
+	if cfg.Converter.Enabled {
+		if n.conv, err = startConverter(bg, cfg, nsfd, log); err != nil {
+			stopBG()
+			svc.Close()
+			if ml != nil {
+				_ = ml.Close()
+			}
+			return err
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := svc.Serve(bg); err != nil {
@@ -217,6 +238,9 @@ func Run(ctx context.Context, opts Options) error {
 	wg.Wait()
 	if n.usDone != nil {
 		<-n.usDone
+	}
+	if n.conv != nil {
+		<-n.conv.done
 	}
 
 	notify(log, sddaemon.SdNotifyStopping)

@@ -27,6 +27,8 @@ import (
 // node is one running daemon: the namespace it manages, its kernel
 // clients, and the state the API reports. It is the API's Backend.
 type node struct {
+	// conv is the converter role, when enabled.
+	conv    *converterRole
 	log     *slog.Logger
 	opts    Options
 	nsfd    int
@@ -108,6 +110,10 @@ func (n *node) reconcile(why string, fresh bool) error {
 	if err == nil {
 		read := time.Since(start)
 		n.publishInterfaceChanges(st)
+		if n.conv != nil {
+			wants, _ := pm.Desired(n.cfg, st)
+			n.conv.update(n.cfg, st, wants)
+		}
 		if n.mode == "userspace" {
 			err = n.reconcileUserspace(st)
 			took := time.Since(start)

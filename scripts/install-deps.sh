@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mptcpd's tests and tools need and the machine
 # lacks: iproute2 (ip, to build test hosts and cross-check the kernel),
-# util-linux, and nftables (nft, to cut paths in the tests). Needs root; does nothing when everything is present.
+# util-linux, nftables (nft, to cut paths in the tests) and curl (an
+# unmodified SOCKS5 client for the socks5 tests). Needs root; does nothing when everything is present.
 set -euo pipefail
 
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if ((${#need[@]} == 0)); then
 	exit 0

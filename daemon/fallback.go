@@ -1,0 +1,300 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"strconv"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/mptcpd/mptcpd/config"
+	"github.com/mptcpd/mptcpd/fallback"
+	"github.com/mptcpd/mptcpd/mpx"
+	"github.com/mptcpd/mptcpd/netmon"
+	"github.com/mptcpd/mptcpd/netns"
+	"github.com/mptcpd/mptcpd/pm"
+)
+
+// fallbackLimits turns the policy's limits into the fallback's: explicit
+// values as they are, "auto" as many extra subflows as paths beyond the
+// first and every advertised address.
+func fallbackLimits(cfg *config.Config, paths int) mpx.Limits {
+	l := mpx.Limits{Subflows: int(cfg.Limits.Subflows.Value), AddAddrAccepted: int(cfg.Limits.AddAddrAccepted.Value)}
+	if cfg.Limits.Subflows.Auto {
+		l.Subflows = min(max(paths-1, 1), config.MaxLimit)
+	}
+	if cfg.Limits.AddAddrAccepted.Auto {
+		l.AddAddrAccepted = config.MaxLimit
+	}
+	return l
+}
+
+// newFallbackClient builds the client role from the configuration.
+func newFallbackClient(cfg *config.Config, nsfd int, log *slog.Logger, ready func()) (*fallback.Client, error) {
+	f := cfg.Fallback
+	opts := fallback.ClientOptions{Config: f, Log: log.With("role", "fallback"), Ready: ready}
+	if f.TLS.Cert != "" {
+		tc, err := clientTLS(f.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("fallback.tls: %w", err)
+		}
+		opts.TLS = tc
+	} else {
+		key, err := config.LoadKey(f.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("fallback.key_file: %w", err)
+		}
+		opts.Key = key
+	}
+	if f.SocksUsersFile != "" {
+		users, err := config.LoadUsers(f.SocksUsersFile)
+		if err != nil {
+			return nil, fmt.Errorf("fallback.socks_users_file: %w", err)
+		}
+		opts.Users = users
+	}
+	opts.Limits = fallbackLimits(cfg, 2)
+	c, err := fallback.NewClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	if nsfd != 0 {
+		c.MPX().InNS = func(fn func() error) error { return netns.Do(nsfd, fn) }
+	}
+	return c, nil
+}
+
+func clientTLS(t config.FallbackTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := loadPool(t.CA)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: t.ServerName, MinVersion: tls.VersionTLS13}, nil
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// newConverter builds the converter role from the configuration.
+func newConverter(cfg *config.Config, nsfd int, log *slog.Logger) (*fallback.Converter, error) {
+	c := cfg.Converter
+	opts := fallback.ConverterOptions{Config: c, Mark: cfg.Fallback.Mark, Log: log.With("role", "converter"),
+		Limits: fallbackLimits(cfg, 2)}
+	if !cfg.Limits.Subflows.Auto {
+		opts.Limits.Subflows = int(cfg.Limits.Subflows.Value)
+	} else {
+		opts.Limits.Subflows = config.MaxLimit
+	}
+	if c.KeysFile != "" {
+		keys, err := config.LoadKeys(c.KeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("converter.keys_file: %w", err)
+		}
+		opts.Keys = keys
+	}
+	if c.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("converter.tls: %w", err)
+		}
+		pool, err := loadPool(c.TLS.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("converter.tls.client_ca: %w", err)
+		}
+		opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	}
+	if nsfd != 0 {
+		opts.InNS = func(fn func() error) error { return netns.Do(nsfd, fn) }
+	}
+	return fallback.NewConverter(opts)
+}
+
+// converterRole is a running converter.
+type converterRole struct {
+	conv *fallback.Converter
+	port uint16
+	ids  fallback.IDs
+	done chan struct{}
+}
+
+// startConverter opens the converter's listeners in the namespace and
+// serves them until ctx ends.
+func startConverter(ctx context.Context, cfg *config.Config, nsfd int, log *slog.Logger) (*converterRole, error) {
+	conv, err := newConverter(cfg, nsfd, log)
+	if err != nil {
+		return nil, err
+	}
+	var lns []net.Listener
+	if err := netns.Do(nsfd, func() error {
+		var err error
+		lns, err = conv.Listen(ctx)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	r := &converterRole{conv: conv, done: make(chan struct{})}
+	if _, p, err := net.SplitHostPort(cfg.Converter.Listen[0]); err == nil {
+		n, _ := strconv.Atoi(p)
+		r.port = uint16(n)
+	}
+	go func() {
+		defer close(r.done)
+		if err := conv.Serve(ctx, lns); err != nil {
+			log.Error("converter stopped", "err", err)
+		}
+	}()
+	return r, nil
+}
+
+// update gives the converter the host's addresses and what to advertise.
+func (r *converterRole) update(cfg *config.Config, st netmon.State, wants []pm.Want) {
+	own := make([]netip.Addr, 0, len(st.Addrs))
+	for _, a := range st.Addrs {
+		own = append(own, a.Prefix.Addr())
+	}
+	r.conv.SetHost(own, fallback.Adverts(wants, r.port, &r.ids))
+}
+
+// fallbackUsable says whether the fallback client is configured enough to
+// run (mode auto uses it only then).
+func fallbackUsable(cfg *config.Config) bool {
+	f := cfg.Fallback
+	return f.Converter != "" && (f.KeyFile != "" || f.TLS.Cert != "")
+}
+
+// runFallback is the daemon in fallback mode: no kernel MPTCP is used; the
+// interfaces the policy selects are the fallback client's paths.
+func runFallback(ctx context.Context, opts Options, cfg *config.Config, nsfd int, reason string) error {
+	log := opts.Log
+	opened := make(chan struct{})
+	client, err := newFallbackClient(cfg, nsfd, log, func() { close(opened) })
+	if err != nil {
+		return err
+	}
+	var conv *converterRole
+	if cfg.Converter.Enabled {
+		if conv, err = startConverter(ctx, cfg, nsfd, log); err != nil {
+			return err
+		}
+	}
+	w, err := watch(ctx, nsfd, cfg.Addresses.RequireRoute, nil)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+
+	log.Info("mptcpd started", "mode", "fallback", "reason", reason, "netns", cfg.NetNS,
+		"config", opts.ConfigPath, "converter", cfg.Fallback.Converter)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	runErr := make(chan error, 1)
+	wg.Go(func() {
+		// The ways in (listeners, nftables rules) belong to the namespace:
+		// they are opened on a thread inside it.
+		runErr <- netns.Do(nsfd, func() error { return client.Run(ctx) })
+	})
+	select {
+	case <-opened:
+	case err := <-runErr:
+		cancel()
+		wg.Wait()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return err
+	}
+	go func() {
+		if err := <-runErr; err != nil {
+			log.Error("fallback client stopped", "err", err)
+			cancel()
+		}
+	}()
+
+	var ids fallback.IDs
+	apply := func(why string) error {
+		st, err := w.mon.State()
+		if err != nil {
+			return err
+		}
+		wants, _ := pm.Desired(cfg, st)
+		paths := fallback.Paths(wants, &ids)
+		client.MPX().SetLimits(fallbackLimits(cfg, len(paths)))
+		client.MPX().SetPaths(paths)
+		if conv != nil {
+			conv.update(cfg, st, wants)
+		}
+		log.Debug("fallback paths", "trigger", why, "paths", len(paths))
+		return nil
+	}
+	w.mon.Refresh()
+	if err := apply("start"); err != nil {
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("reading interfaces: %w", err)
+	}
+	notify(log, sddaemon.SdNotifyReady)
+	log.Info("ready", "reason", "fallback paths applied")
+	resync := time.NewTicker(5 * time.Minute)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			notify(log, sddaemon.SdNotifyStopping)
+			wg.Wait()
+			if conv != nil {
+				<-conv.done
+			}
+			log.Info("mptcpd stopped")
+			return nil
+		case err := <-w.done:
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("watching interfaces stopped: %w", err)
+		case <-w.mon.Changes():
+			if err := apply("interface change"); err != nil {
+				log.Error("applying paths", "err", err)
+			}
+		case <-resync.C:
+			w.mon.Refresh()
+			_ = apply("periodic resync")
+		case <-opts.Reload:
+			notify(log, sddaemon.SdNotifyReloading)
+			next, err := LoadConfig(Options{ConfigPath: opts.ConfigPath, NetNS: cfg.NetNS})
+			switch {
+			case err != nil:
+				log.Error("reload refused: the configuration is invalid; keeping the running one", "error", err)
+			case !reflect.DeepEqual(next.Fallback, cfg.Fallback) || next.Mode != cfg.Mode:
+				log.Error("reload refused: [fallback] and mode cannot change while running; restart mptcpd")
+			default:
+				cfg = next
+				_ = apply("reload")
+				log.Info("configuration reloaded", "config", opts.ConfigPath)
+			}
+			notify(log, sddaemon.SdNotifyReady)
+		}
+	}
+}

@@ -1,0 +1,534 @@
+package tests
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mptcpd/mptcpd/tests/testbed"
+)
+
+// fbNet is the fallback datapath's test network: cli (the client, whose
+// kernel MPTCP is disabled) joined to conv (the converter) by paths, and
+// conv joined to srv (the destinations) by one more path. cli reaches the
+// converter's address on path 0 over every path: each path's interface
+// has a route to it through the converter's end of that path.
+type fbNet struct {
+	bin            string
+	dir            string
+	cli, conv, srv *testbed.Host
+	paths          []testbed.Path
+	out            testbed.Path
+	convAddr       netip.AddrPort
+	key            string
+}
+
+const fbConvPort = 7445
+
+func newFBNet(t *testing.T, npaths int) *fbNet {
+	t.Helper()
+	bed := testbed.New(t)
+	n := &fbNet{bin: buildDaemon(t), dir: t.TempDir()}
+	n.cli, n.conv, n.srv = bed.Host("cli"), bed.Host("conv"), bed.Host("srv")
+	n.paths = bed.Paths(n.cli, n.conv, npaths)
+	n.out = bed.Connect(n.conv, n.srv)
+	n.convAddr = netip.AddrPortFrom(n.paths[0].B4, fbConvPort)
+	for _, p := range n.paths[1:] {
+		n.cli.MustIP("route", "add", n.paths[0].B4.String()+"/32", "via", p.B4.String(), "dev", p.AIf, "metric", strconv.Itoa(100+p.Index))
+	}
+	if err := n.cli.WriteSysctl("net/mptcp/enabled", "0"); err != nil {
+		t.Fatal(err)
+	}
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	n.key = hex.EncodeToString(k)
+	return n
+}
+
+func (n *fbNet) write(t *testing.T, name, text string) string {
+	t.Helper()
+	p := filepath.Join(n.dir, name)
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startConverter runs mptcpd on conv in kernel mode with the converter
+// role, allowing only srv's network as destination; extra is appended to
+// its [converter] table.
+func (n *fbNet) startConverter(t *testing.T, extra string) *daemonProc {
+	t.Helper()
+	keys := n.write(t, "converter.keys", "# test clients\ncli "+n.key+"\n")
+	conf := n.write(t, "conv.toml", fmt.Sprintf(`state_dir = %q
+[log]
+level = "debug"
+[api]
+socket = %q
+[[rule]]
+name = "paths"
+interfaces = ["p*"]
+flags = ["signal"]
+[converter]
+enabled = true
+listen = ["0.0.0.0:%d"]
+keys_file = %q
+allow_prefixes = ["%s"]
+%s
+`, filepath.Join(n.dir, "conv-state"), filepath.Join(n.dir, "conv.sock"), fbConvPort, keys, netip.PrefixFrom(n.out.B4, 28).Masked(), extra))
+	d := startDaemon(t, n.bin, "--config", conf, "--netns", n.conv.NS)
+	d.waitState("READY=1")
+	return d
+}
+
+// startClient runs mptcpd on cli; rules are its [[rule]] tables, extra
+// goes into [fallback].
+func (n *fbNet) startClient(t *testing.T, mode, rules, extra string) *daemonProc {
+	t.Helper()
+	key := n.write(t, "cli.key", n.key+"\n")
+	if rules == "" {
+		rules = "[[rule]]\nname = \"paths\"\ninterfaces = [\"p*\"]\nflags = [\"subflow\"]\n"
+	}
+	conf := n.write(t, "cli.toml", fmt.Sprintf(`mode = %q
+state_dir = %q
+[log]
+level = "debug"
+[api]
+socket = %q
+[addresses]
+ipv6 = false
+%s
+[fallback]
+converter = %q
+key_id = "cli"
+key_file = %q
+socks_listen = "127.0.0.1:1080"
+%s
+`, mode, filepath.Join(n.dir, "cli-state"), filepath.Join(n.dir, "cli.sock"), rules, n.convAddr, key, extra))
+	d := startDaemon(t, n.bin, "--config", conf, "--netns", n.cli.NS)
+	d.waitState("READY=1")
+	return d
+}
+
+// sink is a destination server on srv: for each connection it reads
+// everything, then sends back size bytes of its own, then closes; what it
+// read and sent is reported.
+type sinkResult struct {
+	got      [32]byte
+	n        int64
+	sent     [32]byte
+	remote   netip.AddrPort
+	duration time.Duration
+}
+
+func (n *fbNet) sink(t *testing.T, size int) (netip.AddrPort, <-chan sinkResult) {
+	t.Helper()
+	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.out.B4.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	res := make(chan sinkResult, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				start := time.Now()
+				h := sha256.New()
+				nread, _ := io.Copy(h, c)
+				r := sinkResult{n: nread, remote: netip.MustParseAddrPort(c.RemoteAddr().String())}
+				copy(r.got[:], h.Sum(nil))
+				r.sent = sendPattern(c, size)
+				r.duration = time.Since(start)
+				res <- r
+			}()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String()), res
+}
+
+// sendPattern writes size deterministic pseudo-random bytes and returns
+// their hash.
+func sendPattern(w io.Writer, size int) [32]byte {
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	var ctr uint64
+	for left := size; left > 0; {
+		for i := 0; i+8 <= len(buf); i += 8 {
+			ctr++
+			binary.LittleEndian.PutUint64(buf[i:], ctr*0x9e3779b97f4a7c15)
+		}
+		k := min(left, len(buf))
+		if _, err := w.Write(buf[:k]); err != nil {
+			break
+		}
+		h.Write(buf[:k])
+		left -= k
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	if cw, ok := w.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	return out
+}
+
+// socksDial opens a SOCKS5 CONNECT from cli through the client's SOCKS5
+// server and returns the connection, or the server's reply code.
+func (n *fbNet) socksDial(t *testing.T, dst netip.AddrPort) (net.Conn, byte, error) {
+	t.Helper()
+	var c net.Conn
+	err := n.cli.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", "127.0.0.1:1080", 5*time.Second)
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	req := []byte{5, 1, 0, 5, 1, 0}
+	if dst.Addr().Is4() {
+		a := dst.Addr().As4()
+		req = append(append(req, 1), a[:]...)
+	} else {
+		a := dst.Addr().As16()
+		req = append(append(req, 4), a[:]...)
+	}
+	req = binary.BigEndian.AppendUint16(req, dst.Port())
+	if _, err := c.Write(req); err != nil {
+		c.Close()
+		return nil, 0, err
+	}
+	var hdr [6]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		c.Close()
+		return nil, 0, fmt.Errorf("reading the SOCKS reply: %w", err)
+	}
+	if hdr[3] != 0 {
+		c.Close()
+		return nil, hdr[3], nil
+	}
+	rest := 4 + 2 + 2
+	if hdr[5] == 4 {
+		rest = 16 + 2 + 2
+	}
+	var tail [20]byte
+	if _, err := io.ReadFull(c, tail[:rest-2]); err != nil {
+		c.Close()
+		return nil, 0, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, 0, nil
+}
+
+// ifBytes returns the bytes sent and received by an interface of h, from
+// the namespace's /proc/net/dev.
+func ifBytes(t *testing.T, h *testbed.Host, ifName string) (tx, rx uint64) {
+	t.Helper()
+	var b []byte
+	if err := h.Do(func() error {
+		var err error
+		b, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != ifName {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 9 {
+			break
+		}
+		rx, _ = strconv.ParseUint(f[0], 10, 64)
+		tx, _ = strconv.ParseUint(f[8], 10, 64)
+		return tx, rx
+	}
+	t.Fatalf("host %s has no interface %s in /proc/net/dev", h.Name, ifName)
+	return 0, 0
+}
+
+// transfer sends up bytes to the sink through c and reads what the sink
+// sends back, checking both hashes, while during runs alongside.
+func transfer(t *testing.T, c net.Conn, up int, res <-chan sinkResult, during func()) {
+	t.Helper()
+	sent := make(chan [32]byte, 1)
+	go func() { sent <- sendPattern(c, up) }()
+	done := make(chan struct{})
+	if during != nil {
+		go func() {
+			defer close(done)
+			during()
+		}()
+	} else {
+		close(done)
+	}
+	h := sha256.New()
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	got, err := io.Copy(h, c)
+	if err != nil {
+		t.Fatalf("reading the download after %d bytes: %v", got, err)
+	}
+	<-done
+	upHash := <-sent
+	var r sinkResult
+	select {
+	case r = <-res:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the destination reported nothing")
+	}
+	if r.n != int64(up) || r.got != upHash {
+		t.Errorf("upload: the destination got %d bytes (hash match %v), want %d", r.n, r.got == upHash, up)
+	}
+	if !bytes.Equal(h.Sum(nil), r.sent[:]) {
+		t.Errorf("download: %d bytes arrived with another hash than the destination sent", got)
+	}
+}
+
+func TestFallbackSOCKSTwoPaths(t *testing.T) {
+	t.Parallel()
+	n := newFBNet(t, 2)
+	n.startConverter(t, "")
+	// Two paths at 20 Mbit/s each: one alone could not carry it all.
+	for _, p := range n.paths {
+		if err := p.Shape("20mbit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.startClient(t, "fallback", "", `scheduler = "minrtt"`)
+	dst, res := n.sink(t, 6<<20)
+
+	tx0, _ := ifBytes(t, n.cli, n.paths[0].AIf)
+	tx1, _ := ifBytes(t, n.cli, n.paths[1].AIf)
+	c, code, err := n.socksDial(t, dst)
+	if err != nil || code != 0 {
+		t.Fatalf("SOCKS5 CONNECT to %v: reply %d, %v", dst, code, err)
+	}
+	defer c.Close()
+	transfer(t, c, 6<<20, res, nil)
+	d0, _ := ifBytes(t, n.cli, n.paths[0].AIf)
+	d1, _ := ifBytes(t, n.cli, n.paths[1].AIf)
+	t.Logf("upload bytes on path 0: %d, path 1: %d", d0-tx0, d1-tx1)
+	for i, d := range []uint64{d0 - tx0, d1 - tx1} {
+		if d < 1<<20 {
+			t.Errorf("path %d carried %d bytes of a 6 MiB upload: the session did not use both paths", i, d)
+		}
+	}
+}
+
+func TestFallbackRefusals(t *testing.T) {
+	t.Parallel()
+	n := newFBNet(t, 1)
+	n.startConverter(t, "")
+	n.startClient(t, "fallback", "", "")
+	dst, _ := n.sink(t, 1)
+
+	// The converter's own address, and one outside allow_prefixes.
+	for _, forbidden := range []netip.AddrPort{
+		netip.AddrPortFrom(n.paths[0].B4, 22),
+		netip.AddrPortFrom(netip.MustParseAddr("198.51.100.77"), 80),
+		netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), fbConvPort),
+	} {
+		if _, code, err := n.socksDial(t, forbidden); err != nil || code != 2 {
+			t.Errorf("CONNECT %v: reply %d, %v; want 2 (not allowed by ruleset)", forbidden, code, err)
+		}
+	}
+	// A port nobody listens on: refused, as the converter found it.
+	closed := netip.AddrPortFrom(dst.Addr(), dst.Port()+1)
+	if _, code, err := n.socksDial(t, closed); err != nil || code != 5 {
+		t.Errorf("CONNECT %v: reply %d, %v; want 5 (connection refused)", closed, code, err)
+	}
+}
+
+func TestFallbackWrongKeyRefused(t *testing.T) {
+	t.Parallel()
+	n := newFBNet(t, 1)
+	n.startConverter(t, "")
+	good := n.key
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	n.key = hex.EncodeToString(k)
+	n.startClient(t, "fallback", "", "")
+	n.key = good
+	dst, res := n.sink(t, 1)
+	if _, code, err := n.socksDial(t, dst); err != nil || code != 2 {
+		t.Errorf("CONNECT with a key the converter does not hold: reply %d, %v; want 2", code, err)
+	}
+	select {
+	case r := <-res:
+		t.Errorf("the destination saw a connection from %v", r.remote)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestFallbackAutoWhenMPTCPDisabled(t *testing.T) {
+	t.Parallel()
+	n := newFBNet(t, 1)
+	n.startConverter(t, "")
+	d := n.startClient(t, "auto", "", "")
+	if !strings.Contains(d.log.String(), "mode auto picked fallback") {
+		t.Errorf("mptcpd in mode auto with net.mptcp.enabled=0 did not say it picked fallback; log:\n%s", d.log.String())
+	}
+	dst, res := n.sink(t, 256<<10)
+	c, code, err := n.socksDial(t, dst)
+	if err != nil || code != 0 {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	defer c.Close()
+	transfer(t, c, 512<<10, res, nil)
+}
+
+// TestFallbackPathCut cuts the first path in the middle of a transfer,
+// by link down and by a silent drop, and checks that nothing is lost and
+// that the path is used again once back.
+func TestFallbackPathCut(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"link down", "silent drop", "backup"} {
+		t.Run(strings.ReplaceAll(how, " ", "_"), func(t *testing.T) {
+			t.Parallel()
+			n := newFBNet(t, 2)
+			n.startConverter(t, "")
+			for _, p := range n.paths {
+				if err := p.Shape("40mbit"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rules := ""
+			if how == "backup" {
+				rules = fmt.Sprintf("[[rule]]\nname = \"primary\"\ninterfaces = [%q]\nflags = [\"subflow\"]\n[[rule]]\nname = \"backup\"\ninterfaces = [%q]\nflags = [\"subflow\", \"backup\"]\n",
+					n.paths[0].AIf, n.paths[1].AIf)
+			}
+			n.startClient(t, "fallback", rules, "")
+			const size = 12 << 20
+			dst, res := n.sink(t, size)
+			c, code, err := n.socksDial(t, dst)
+			if err != nil || code != 0 {
+				t.Fatalf("CONNECT: reply %d, %v", code, err)
+			}
+			defer c.Close()
+			_, backupBefore := ifBytes(t, n.cli, n.paths[1].AIf)
+			cut := n.paths[0]
+			start := time.Now()
+			transfer(t, c, size, res, func() {
+				time.Sleep(700 * time.Millisecond)
+				if how == "backup" {
+					_, rx := ifBytes(t, n.cli, n.paths[1].AIf)
+					if rx-backupBefore > 512<<10 {
+						t.Errorf("the backup path carried %d bytes while the primary worked", rx-backupBefore)
+					}
+				}
+				var err error
+				if how == "silent drop" {
+					err = cut.Blackhole()
+				} else {
+					err = cut.Cut()
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			t.Logf("%d MiB each way with the cut: %v", size>>20, time.Since(start).Round(time.Millisecond))
+			// The path comes back and carries data again.
+			if how == "silent drop" {
+				if err := cut.Unblackhole(); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := cut.Restore(); err != nil {
+				t.Fatal(err)
+			}
+			back := time.Now()
+			dst2, res2 := n.sink(t, 4<<20)
+			_, rx0 := ifBytes(t, n.cli, cut.AIf)
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				c2, code, err := n.socksDial(t, dst2)
+				if err != nil || code != 0 {
+					t.Fatalf("CONNECT after the path came back: reply %d, %v", code, err)
+				}
+				transfer(t, c2, 1<<20, res2, nil)
+				c2.Close()
+				_, rx := ifBytes(t, n.cli, cut.AIf)
+				if rx-rx0 > 1<<20 {
+					t.Logf("path used again %v after it came back", time.Since(back).Round(time.Millisecond))
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("path %s carried only %d bytes after it came back", cut.AIf, rx-rx0)
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestFallbackTransparentCapture sends an unmodified curl on cli to the
+// destination's address: the daemon's nftables rules bring it to the
+// converter, which the destination sees as its client.
+func TestFallbackTransparentCapture(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("needs curl (scripts/install-deps.sh installs it)")
+	}
+	n := newFBNet(t, 2)
+	n.startConverter(t, "")
+	// cli has no route of its own to the destination: only the converter
+	// does; capture must take the connection before routing would fail.
+	n.cli.MustIP("route", "add", "203.0.113.0/24", "via", n.paths[0].B4.String())
+	n.startClient(t, "fallback", "", "[fallback.capture]\nredirect_port = 7777\n")
+	body := make([]byte, 3<<20)
+	_, _ = rand.Read(body)
+	sum := sha256.Sum256(body)
+	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.out.B4.String(), "8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		seen <- c.RemoteAddr().String()
+		buf := make([]byte, 4096)
+		_, _ = c.Read(buf)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body))
+		_, _ = c.Write(body)
+	}()
+	cmd := exec.Command("curl", "-sS", "--max-time", "20", "-o", "-", fmt.Sprintf("http://%s:8080/", n.out.B4))
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := n.cli.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("curl: %v: %s", err, stderr.String())
+	}
+	if got := sha256.Sum256(out.Bytes()); got != sum {
+		t.Errorf("curl got %d bytes with another hash than the %d sent", out.Len(), len(body))
+	}
+	if from := <-seen; !strings.HasPrefix(from, n.out.A4.String()+":") {
+		t.Errorf("the destination's client was %s, want the converter (%s)", from, n.out.A4)
+	}
+}
