@@ -237,7 +237,7 @@ func (cl *Client) Dial(ctx context.Context, dst Addr) (*Conn, error) {
 	// The converter answers after reaching the destination, which has its
 	// own time limit there; allow for it.
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
-	keys, acc, err := clientOpen(nc, psk, cl.KeyID, dst, first.Backup, uint32(cl.cfg.ReceiveWindow), time.Now())
+	keys, acc, err := clientOpen(nc, psk, cl.KeyID, dst, first.ID, first.Backup, uint32(cl.cfg.ReceiveWindow), time.Now())
 	stop()
 	if err != nil {
 		_ = nc.Close()

@@ -595,7 +595,7 @@ func (c *Conn) pick(sf *subflow) *chunk {
 	}
 	if c.nextNew < len(c.queue) {
 		ch := c.queue[c.nextNew]
-		if ch.off+uint64(len(ch.data)) <= c.sndUna+c.peerWnd || ch.off == c.sndUna {
+		if ch.off+uint64(len(ch.data)) <= c.sndUna+c.peerWnd {
 			if !c.preferred(sf) {
 				return nil
 			}
@@ -743,7 +743,7 @@ func (c *Conn) onData(sf *subflow, dsn uint64, data []byte, buf *[]byte, fin boo
 	}
 	// Anything from the current point on must fit the window (with
 	// wrapping offsets, a very old duplicate looks like a far one).
-	if int64(end-c.rcvNxt) > int64(c.cfg.ReceiveWindow-c.unread)+MaxPayload {
+	if int64(end-c.rcvNxt) > int64(c.window()) {
 		if int64(off-c.rcvNxt) < 0 && int64(c.rcvNxt-off) <= int64(c.cfg.ReceiveWindow)+MaxPayload {
 			// An old duplicate: nothing new in it.
 			c.put(buf)

@@ -167,6 +167,8 @@ func addrMAC(kj *[32]byte, body []byte) [macLen]byte {
 // openRequest is a client's OPEN.
 type openRequest struct {
 	backup bool
+	// local is the client's local address ID of this subflow (§5's L).
+	local  uint8
 	time   int64
 	keyID  string
 	pub    [32]byte
@@ -204,7 +206,7 @@ func encodeOpen(o *openRequest, psk []byte) []byte {
 	if o.backup {
 		flags = flagBackup
 	}
-	b = append(b, flags)
+	b = append(b, flags, o.local)
 	b = binary.BigEndian.AppendUint64(b, uint64(o.time))
 	b = append(b, byte(len(o.keyID)))
 	b = append(b, o.keyID...)
@@ -222,7 +224,7 @@ func readOpen(r io.Reader, raw []byte) (*openRequest, error) {
 	o := &openRequest{}
 	var err error
 	start := len(raw)
-	if raw, err = readN(r, raw, 1+8+1); err != nil {
+	if raw, err = readN(r, raw, 1+1+8+1); err != nil {
 		return nil, err
 	}
 	flags := raw[start]
@@ -230,8 +232,9 @@ func readOpen(r io.Reader, raw []byte) (*openRequest, error) {
 		return nil, &StatusError{Status: StatusMalformed, Text: fmt.Sprintf("OPEN flags 0x%02x", flags)}
 	}
 	o.backup = flags&flagBackup != 0
-	o.time = int64(binary.BigEndian.Uint64(raw[start+1:]))
-	n := int(raw[start+9])
+	o.local = raw[start+1]
+	o.time = int64(binary.BigEndian.Uint64(raw[start+2:]))
+	n := int(raw[start+10])
 	if n > maxKeyID {
 		return nil, &StatusError{Status: StatusMalformed, Text: fmt.Sprintf("key id of %d bytes (at most %d)", n, maxKeyID)}
 	}
@@ -351,12 +354,12 @@ func sharedSecret(priv *ecdh.PrivateKey, peer []byte) ([]byte, error) {
 }
 
 // clientOpen runs the client's side of the OPEN exchange on rw (§4).
-func clientOpen(rw io.ReadWriter, psk []byte, keyID string, dst Addr, backup bool, window uint32, now time.Time) (sessionKeys, *accept, error) {
+func clientOpen(rw io.ReadWriter, psk []byte, keyID string, dst Addr, local uint8, backup bool, window uint32, now time.Time) (sessionKeys, *accept, error) {
 	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		return sessionKeys{}, nil, fmt.Errorf("generating a key: %w", err)
 	}
-	o := &openRequest{backup: backup, time: now.Unix(), keyID: keyID, dst: dst, window: window}
+	o := &openRequest{backup: backup, local: local, time: now.Unix(), keyID: keyID, dst: dst, window: window}
 	copy(o.pub[:], priv.PublicKey().Bytes())
 	if _, err := rand.Read(o.nonce[:]); err != nil {
 		return sessionKeys{}, nil, fmt.Errorf("generating a nonce: %w", err)

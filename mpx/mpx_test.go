@@ -461,3 +461,43 @@ func TestSubflowLostMidTransfer(t *testing.T) {
 		t.Fatal("no echo")
 	}
 }
+
+// TestSmallWindowSlowReader keeps both receive windows at their minimum
+// while the client reads slowly: the senders must stay inside the window
+// (a violation resets the session) and everything arrives.
+func TestSmallWindowSlowReader(t *testing.T) {
+	conv := startConverter(t, func(s *Server) { s.Config.ReceiveWindow = 64 << 10 })
+	echo := echoServer(t)
+	cl := newClient(conv, Path{ID: 1, Addr: netip.MustParseAddr("127.0.0.1")}, Path{ID: 2, Addr: netip.MustParseAddr("127.0.0.2")})
+	cl.Config.ReceiveWindow = 64 << 10
+	cl.Config.SendBuffer = 64 << 10
+	c, err := cl.Dial(context.Background(), AddrFromAddrPort(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := make([]byte, 3<<20)
+	_, _ = rand.Read(data)
+	go func() {
+		_, _ = c.Write(data)
+		_ = c.CloseWrite()
+	}()
+	var got bytes.Buffer
+	buf := make([]byte, 7000)
+	for {
+		n, err := c.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got.Len(), err)
+		}
+		if got.Len()%(256<<10) < n {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("got %d bytes, not the %d sent", got.Len(), len(data))
+	}
+}

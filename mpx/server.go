@@ -302,7 +302,7 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) {
 	s.cfg.Logger.Info("session opened", "token", fmt.Sprintf("%016x", keys.token), "key_id", o.keyID,
 		"remote", remote, "destination", o.dst, "bound", bound)
 	c.emit(Event{Kind: EventCreated, Token: keys.token})
-	sf := &subflow{nc: nc, local: addrPortOf(nc.LocalAddr()), remote: remote, backup: false, peerBackup: o.backup}
+	sf := &subflow{nc: nc, local: addrPortOf(nc.LocalAddr()), remote: remote, localID: o.local, peerBackup: o.backup}
 	if err := c.attach(sf); err != nil {
 		c.end(err)
 		_ = nc.Close()

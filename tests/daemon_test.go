@@ -33,7 +33,7 @@ func buildDaemon(t testing.TB) string {
 // daemonProc is a running mptcpd with a notify socket standing in for
 // systemd.
 type daemonProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	log    *syncBuffer
 	states <-chan string
@@ -91,13 +91,13 @@ func notifySocket(t testing.TB) (string, <-chan string) {
 	return sock, states
 }
 
-func startDaemon(t *testing.T, bin string, args ...string) *daemonProc {
+func startDaemon(t testing.TB, bin string, args ...string) *daemonProc {
 	t.Helper()
 	return startDaemonEnv(t, bin, nil, args...)
 }
 
 // startDaemonEnv is startDaemon with extra environment variables.
-func startDaemonEnv(t *testing.T, bin string, env []string, args ...string) *daemonProc {
+func startDaemonEnv(t testing.TB, bin string, env []string, args ...string) *daemonProc {
 	t.Helper()
 	sock, states := notifySocket(t)
 	d := &daemonProc{t: t, log: &syncBuffer{}, states: states, done: make(chan error, 1)}

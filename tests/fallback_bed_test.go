@@ -2,11 +2,15 @@ package tests
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,7 +52,15 @@ type fallbackBed struct {
 
 	// mpx is the fallback datapath, nil until it exists: see startMPX.
 	mpx *mpxHook
+
+	// bin, dir and key are what the mptcpd processes of the bed use: the
+	// binary, a directory for their files and the client's pre-shared
+	// key (hex).
+	bin, dir, key string
 }
+
+// fbConvPort is the converter's port in the beds.
+const fbConvPort = 7445
 
 // fbConn is a stream whose write side closes alone, as the transports
 // return it: the method set of relay.HalfCloser, so that any such stream
@@ -94,12 +106,122 @@ type mpxProc struct {
 // / A4; stop everything with bed.tb.Cleanup. Then return an mpxHook whose
 // dial opens a stream to a target on bed.srv.
 func (bed *fallbackBed) startMPX() *mpxHook {
-	return nil
+	bed.tb.Helper()
+	// The converter's mptcpd must leave conv's kernel endpoints and
+	// limits as the kernel baseline has them.
+	n := max(len(bed.paths), 2)
+	conv := bed.startConverter(fmt.Sprintf("[limits]\nsubflows = %d\nadd_addr_accepted = %d\n[[rule]]\nname = \"none\"\ninterfaces = [\"none\"]\nflags = [\"subflow\"]\n", n, n), "")
+	client := bed.startClient("fallback", "", "")
+	socks := netip.MustParseAddrPort("127.0.0.1:1080")
+	return &mpxHook{
+		dial: func(ctx context.Context, target netip.AddrPort) (fbConn, error) {
+			var c net.Conn
+			err := bed.cli.Do(func() error {
+				var err error
+				c, err = load.DialSOCKS5(ctx, &net.Dialer{}, socks.String(), target.String(), nil)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			return c.(*net.TCPConn), nil
+		},
+		socks5: socks,
+		procs:  []mpxProc{{"client", client.cmd.Process.Pid}, {"converter", conv.cmd.Process.Pid}},
+	}
+}
+
+// startConverter runs mptcpd on conv in kernel mode with the converter
+// role, listening on every address, allowing only srv's network as
+// destination; policy replaces its [[rule]] tables ("": every path a
+// signal endpoint) and extra is appended to its [converter] table.
+func (bed *fallbackBed) startConverter(policy, extra string) *daemonProc {
+	bed.tb.Helper()
+	if policy == "" {
+		policy = "[[rule]]\nname = \"paths\"\ninterfaces = [\"p*\"]\nflags = [\"signal\"]\n"
+	}
+	keys := bed.write("converter.keys", "# test clients\ncli "+bed.key+"\n")
+	conf := bed.write("conv.toml", fmt.Sprintf(`state_dir = %q
+[log]
+level = "debug"
+[api]
+socket = %q
+%s
+[converter]
+enabled = true
+listen = ["0.0.0.0:%d"]
+keys_file = %q
+allow_prefixes = ["%s"]
+%s
+`, filepath.Join(bed.dir, "conv-state"), filepath.Join(bed.dir, "conv.sock"), policy, fbConvPort, keys,
+		netip.PrefixFrom(bed.srvPath.B4, 28).Masked(), extra))
+	d := startDaemon(bed.tb, bed.bin, "--config", conf, "--netns", bed.conv.NS)
+	d.waitState("READY=1")
+	return d
+}
+
+// startClient runs mptcpd on cli in mode, with the converter at path 0's
+// address and a SOCKS5 server on 127.0.0.1:1080; rules are its [[rule]]
+// tables ("": every path a subflow endpoint), extra goes into [fallback].
+func (bed *fallbackBed) startClient(mode, rules, extra string) *daemonProc {
+	bed.tb.Helper()
+	key := bed.write("cli.key", bed.key+"\n")
+	if rules == "" {
+		rules = "[[rule]]\nname = \"paths\"\ninterfaces = [\"p*\"]\nflags = [\"subflow\"]\n"
+	}
+	conf := bed.write("cli.toml", fmt.Sprintf(`mode = %q
+state_dir = %q
+[log]
+level = "debug"
+[api]
+socket = %q
+[addresses]
+ipv6 = false
+%s
+[fallback]
+converter = "%s:%d"
+key_id = "cli"
+key_file = %q
+socks_listen = "127.0.0.1:1080"
+%s
+`, mode, filepath.Join(bed.dir, "cli-state"), filepath.Join(bed.dir, "cli.sock"), rules, bed.paths[0].B4, fbConvPort, key, extra))
+	d := startDaemon(bed.tb, bed.bin, "--config", conf, "--netns", bed.cli.NS)
+	d.waitState("READY=1")
+	return d
+}
+
+func (bed *fallbackBed) write(name, text string) string {
+	bed.tb.Helper()
+	p := filepath.Join(bed.dir, name)
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		bed.tb.Fatal(err)
+	}
+	return p
+}
+
+// newFallbackDaemonsBed is a bed without MPX started, whose cli has kernel
+// MPTCP disabled (net.mptcp.enabled = 0), for tests that start mptcpd
+// themselves with startConverter and startClient.
+func newFallbackDaemonsBed(tb testing.TB, paths int) *fallbackBed {
+	tb.Helper()
+	bed := buildFallbackBed(tb, paths, make([]string, paths))
+	if err := bed.cli.WriteSysctl("net/mptcp/enabled", "0"); err != nil {
+		tb.Fatal(err)
+	}
+	return bed
 }
 
 // newFallbackBed builds the bed with paths shaped to rates (one per path,
 // "" for unshaped).
 func newFallbackBed(tb testing.TB, paths int, rates []string) *fallbackBed {
+	tb.Helper()
+	bed := buildFallbackBed(tb, paths, rates)
+	bed.mpx = bed.startMPX()
+	return bed
+}
+
+// buildFallbackBed is newFallbackBed without MPX.
+func buildFallbackBed(tb testing.TB, paths int, rates []string) *fallbackBed {
 	tb.Helper()
 	if paths < 1 || len(rates) != paths {
 		tb.Fatalf("newFallbackBed: %d paths with %d rates", paths, len(rates))
@@ -119,7 +241,9 @@ func newFallbackBed(tb testing.TB, paths int, rates []string) *fallbackBed {
 		bed.cli.MustIP("mptcp", "endpoint", "add", p.A4.String(), "dev", p.AIf, "subflow")
 	}
 	bed.crossRoutes()
-	bed.mpx = bed.startMPX()
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	bed.bin, bed.dir, bed.key = buildDaemon(tb), tb.TempDir(), hex.EncodeToString(k)
 	return bed
 }
 

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,108 +19,6 @@ import (
 
 	"github.com/mptcpd/mptcpd/tests/testbed"
 )
-
-// fbNet is the fallback datapath's test network: cli (the client, whose
-// kernel MPTCP is disabled) joined to conv (the converter) by paths, and
-// conv joined to srv (the destinations) by one more path. cli reaches the
-// converter's address on path 0 over every path: each path's interface
-// has a route to it through the converter's end of that path.
-type fbNet struct {
-	bin            string
-	dir            string
-	cli, conv, srv *testbed.Host
-	paths          []testbed.Path
-	out            testbed.Path
-	convAddr       netip.AddrPort
-	key            string
-}
-
-const fbConvPort = 7445
-
-func newFBNet(t *testing.T, npaths int) *fbNet {
-	t.Helper()
-	bed := testbed.New(t)
-	n := &fbNet{bin: buildDaemon(t), dir: t.TempDir()}
-	n.cli, n.conv, n.srv = bed.Host("cli"), bed.Host("conv"), bed.Host("srv")
-	n.paths = bed.Paths(n.cli, n.conv, npaths)
-	n.out = bed.Connect(n.conv, n.srv)
-	n.convAddr = netip.AddrPortFrom(n.paths[0].B4, fbConvPort)
-	for _, p := range n.paths[1:] {
-		n.cli.MustIP("route", "add", n.paths[0].B4.String()+"/32", "via", p.B4.String(), "dev", p.AIf, "metric", strconv.Itoa(100+p.Index))
-	}
-	if err := n.cli.WriteSysctl("net/mptcp/enabled", "0"); err != nil {
-		t.Fatal(err)
-	}
-	k := make([]byte, 32)
-	_, _ = rand.Read(k)
-	n.key = hex.EncodeToString(k)
-	return n
-}
-
-func (n *fbNet) write(t *testing.T, name, text string) string {
-	t.Helper()
-	p := filepath.Join(n.dir, name)
-	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// startConverter runs mptcpd on conv in kernel mode with the converter
-// role, allowing only srv's network as destination; extra is appended to
-// its [converter] table.
-func (n *fbNet) startConverter(t *testing.T, extra string) *daemonProc {
-	t.Helper()
-	keys := n.write(t, "converter.keys", "# test clients\ncli "+n.key+"\n")
-	conf := n.write(t, "conv.toml", fmt.Sprintf(`state_dir = %q
-[log]
-level = "debug"
-[api]
-socket = %q
-[[rule]]
-name = "paths"
-interfaces = ["p*"]
-flags = ["signal"]
-[converter]
-enabled = true
-listen = ["0.0.0.0:%d"]
-keys_file = %q
-allow_prefixes = ["%s"]
-%s
-`, filepath.Join(n.dir, "conv-state"), filepath.Join(n.dir, "conv.sock"), fbConvPort, keys, netip.PrefixFrom(n.out.B4, 28).Masked(), extra))
-	d := startDaemon(t, n.bin, "--config", conf, "--netns", n.conv.NS)
-	d.waitState("READY=1")
-	return d
-}
-
-// startClient runs mptcpd on cli; rules are its [[rule]] tables, extra
-// goes into [fallback].
-func (n *fbNet) startClient(t *testing.T, mode, rules, extra string) *daemonProc {
-	t.Helper()
-	key := n.write(t, "cli.key", n.key+"\n")
-	if rules == "" {
-		rules = "[[rule]]\nname = \"paths\"\ninterfaces = [\"p*\"]\nflags = [\"subflow\"]\n"
-	}
-	conf := n.write(t, "cli.toml", fmt.Sprintf(`mode = %q
-state_dir = %q
-[log]
-level = "debug"
-[api]
-socket = %q
-[addresses]
-ipv6 = false
-%s
-[fallback]
-converter = %q
-key_id = "cli"
-key_file = %q
-socks_listen = "127.0.0.1:1080"
-%s
-`, mode, filepath.Join(n.dir, "cli-state"), filepath.Join(n.dir, "cli.sock"), rules, n.convAddr, key, extra))
-	d := startDaemon(t, n.bin, "--config", conf, "--netns", n.cli.NS)
-	d.waitState("READY=1")
-	return d
-}
 
 // sink is a destination server on srv: for each connection it reads
 // everything, then sends back size bytes of its own, then closes; what it
@@ -134,9 +31,9 @@ type sinkResult struct {
 	duration time.Duration
 }
 
-func (n *fbNet) sink(t *testing.T, size int) (netip.AddrPort, <-chan sinkResult) {
+func (n *fallbackBed) sink(t *testing.T, size int) (netip.AddrPort, <-chan sinkResult) {
 	t.Helper()
-	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.out.B4.String(), "0"))
+	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.srvPath.B4.String(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +89,7 @@ func sendPattern(w io.Writer, size int) [32]byte {
 
 // socksDial opens a SOCKS5 CONNECT from cli through the client's SOCKS5
 // server and returns the connection, or the server's reply code.
-func (n *fbNet) socksDial(t *testing.T, dst netip.AddrPort) (net.Conn, byte, error) {
+func (n *fallbackBed) socksDial(t *testing.T, dst netip.AddrPort) (net.Conn, byte, error) {
 	t.Helper()
 	var c net.Conn
 	err := n.cli.Do(func() error {
@@ -307,15 +204,15 @@ func transfer(t *testing.T, c net.Conn, up int, res <-chan sinkResult, during fu
 
 func TestFallbackSOCKSTwoPaths(t *testing.T) {
 	t.Parallel()
-	n := newFBNet(t, 2)
-	n.startConverter(t, "")
+	n := newFallbackDaemonsBed(t, 2)
+	n.startConverter("", "")
 	// Two paths at 20 Mbit/s each: one alone could not carry it all.
 	for _, p := range n.paths {
 		if err := p.Shape("20mbit"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	n.startClient(t, "fallback", "", `scheduler = "minrtt"`)
+	n.startClient("fallback", "", `scheduler = "minrtt"`)
 	dst, res := n.sink(t, 6<<20)
 
 	tx0, _ := ifBytes(t, n.cli, n.paths[0].AIf)
@@ -338,9 +235,9 @@ func TestFallbackSOCKSTwoPaths(t *testing.T) {
 
 func TestFallbackRefusals(t *testing.T) {
 	t.Parallel()
-	n := newFBNet(t, 1)
-	n.startConverter(t, "")
-	n.startClient(t, "fallback", "", "")
+	n := newFallbackDaemonsBed(t, 1)
+	n.startConverter("", "")
+	n.startClient("fallback", "", "")
 	dst, _ := n.sink(t, 1)
 
 	// The converter's own address, and one outside allow_prefixes.
@@ -362,13 +259,13 @@ func TestFallbackRefusals(t *testing.T) {
 
 func TestFallbackWrongKeyRefused(t *testing.T) {
 	t.Parallel()
-	n := newFBNet(t, 1)
-	n.startConverter(t, "")
+	n := newFallbackDaemonsBed(t, 1)
+	n.startConverter("", "")
 	good := n.key
 	k := make([]byte, 32)
 	_, _ = rand.Read(k)
 	n.key = hex.EncodeToString(k)
-	n.startClient(t, "fallback", "", "")
+	n.startClient("fallback", "", "")
 	n.key = good
 	dst, res := n.sink(t, 1)
 	if _, code, err := n.socksDial(t, dst); err != nil || code != 2 {
@@ -383,9 +280,9 @@ func TestFallbackWrongKeyRefused(t *testing.T) {
 
 func TestFallbackAutoWhenMPTCPDisabled(t *testing.T) {
 	t.Parallel()
-	n := newFBNet(t, 1)
-	n.startConverter(t, "")
-	d := n.startClient(t, "auto", "", "")
+	n := newFallbackDaemonsBed(t, 1)
+	n.startConverter("", "")
+	d := n.startClient("auto", "", "")
 	if !strings.Contains(d.log.String(), "mode auto picked fallback") {
 		t.Errorf("mptcpd in mode auto with net.mptcp.enabled=0 did not say it picked fallback; log:\n%s", d.log.String())
 	}
@@ -406,8 +303,8 @@ func TestFallbackPathCut(t *testing.T) {
 	for _, how := range []string{"link down", "silent drop", "backup"} {
 		t.Run(strings.ReplaceAll(how, " ", "_"), func(t *testing.T) {
 			t.Parallel()
-			n := newFBNet(t, 2)
-			n.startConverter(t, "")
+			n := newFallbackDaemonsBed(t, 2)
+			n.startConverter("", "")
 			for _, p := range n.paths {
 				if err := p.Shape("40mbit"); err != nil {
 					t.Fatal(err)
@@ -418,7 +315,7 @@ func TestFallbackPathCut(t *testing.T) {
 				rules = fmt.Sprintf("[[rule]]\nname = \"primary\"\ninterfaces = [%q]\nflags = [\"subflow\"]\n[[rule]]\nname = \"backup\"\ninterfaces = [%q]\nflags = [\"subflow\", \"backup\"]\n",
 					n.paths[0].AIf, n.paths[1].AIf)
 			}
-			n.startClient(t, "fallback", rules, "")
+			n.startClient("fallback", rules, "")
 			const size = 12 << 20
 			dst, res := n.sink(t, size)
 			c, code, err := n.socksDial(t, dst)
@@ -489,16 +386,16 @@ func TestFallbackTransparentCapture(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("needs curl (scripts/install-deps.sh installs it)")
 	}
-	n := newFBNet(t, 2)
-	n.startConverter(t, "")
+	n := newFallbackDaemonsBed(t, 2)
+	n.startConverter("", "")
 	// cli has no route of its own to the destination: only the converter
 	// does; capture must take the connection before routing would fail.
 	n.cli.MustIP("route", "add", "203.0.113.0/24", "via", n.paths[0].B4.String())
-	n.startClient(t, "fallback", "", "[fallback.capture]\nredirect_port = 7777\n")
+	n.startClient("fallback", "", "[fallback.capture]\nredirect_port = 7777\n")
 	body := make([]byte, 3<<20)
 	_, _ = rand.Read(body)
 	sum := sha256.Sum256(body)
-	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.out.B4.String(), "8080"))
+	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.srvPath.B4.String(), "8080"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +413,7 @@ func TestFallbackTransparentCapture(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body))
 		_, _ = c.Write(body)
 	}()
-	cmd := exec.Command("curl", "-sS", "--max-time", "20", "-o", "-", fmt.Sprintf("http://%s:8080/", n.out.B4))
+	cmd := exec.Command("curl", "-sS", "--max-time", "20", "-o", "-", fmt.Sprintf("http://%s:8080/", n.srvPath.B4))
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := n.cli.Start(cmd); err != nil {
@@ -528,7 +425,7 @@ func TestFallbackTransparentCapture(t *testing.T) {
 	if got := sha256.Sum256(out.Bytes()); got != sum {
 		t.Errorf("curl got %d bytes with another hash than the %d sent", out.Len(), len(body))
 	}
-	if from := <-seen; !strings.HasPrefix(from, n.out.A4.String()+":") {
-		t.Errorf("the destination's client was %s, want the converter (%s)", from, n.out.A4)
+	if from := <-seen; !strings.HasPrefix(from, n.srvPath.A4.String()+":") {
+		t.Errorf("the destination's client was %s, want the converter (%s)", from, n.srvPath.A4)
 	}
 }
