@@ -145,6 +145,11 @@ func (s *Server) connectionToPB(c diag.Connection) *pb.Connection {
 		BytesRetransmitted: c.Info.BytesRetrans,
 		Uid:                c.UID,
 		Inode:              uint64(c.Inode),
+		Datapath:           pb.Datapath_DATAPATH_KERNEL,
+	}
+	if c.MPX != nil {
+		out.Datapath = pb.Datapath_DATAPATH_MPX
+		out.MpxToken, out.Destination, out.ConverterSide = c.MPX.Token, c.MPX.Destination, c.MPX.Converter
 	}
 	if info, ok := s.backend.ConnectionPolicy(c.Token); ok {
 		out.Rule, out.Strategy, out.SubflowsWanted, out.ServerSide = info.Rule, info.Strategy, uint32(info.Wanted), info.Server

@@ -191,7 +191,7 @@ func Run(ctx context.Context, opts Options) error {
 		kern.metrics = n.metrics
 	}
 
-	svc, err := listenAPI(cfg, n, log)
+	svc, err := listenAPI(cfg, n, n.metrics, log)
 	if err != nil {
 		if ml != nil {
 			_ = ml.Close()
@@ -204,7 +204,7 @@ func Run(ctx context.Context, opts Options) error {
 	bg, stopBG := context.WithCancel(ctx)
 	n.bg = bg
 	if cfg.Converter.Enabled {
-		if n.conv, err = startConverter(bg, cfg, nsfd, log); err != nil {
+		if n.conv, err = startConverter(bg, cfg, nsfd, log, n.publishMPX); err != nil {
 			stopBG()
 			svc.Close()
 			if ml != nil {
@@ -417,7 +417,7 @@ func (n *node) reload() {
 }
 
 // listenAPI opens the API's listeners as the configuration says.
-func listenAPI(cfg *config.Config, n *node, log *slog.Logger) (*api.Service, error) {
+func listenAPI(cfg *config.Config, backend api.Backend, m *metrics.Metrics, log *slog.Logger) (*api.Service, error) {
 	opts := api.Options{
 		Socket:    cfg.SocketPath(),
 		SocketGID: -1,
@@ -447,15 +447,14 @@ func listenAPI(cfg *config.Config, n *node, log *slog.Logger) (*api.Service, err
 		}
 		opts.TLS = tlsConf
 	}
-	if n.metrics != nil {
-		m := n.metrics
+	if m != nil {
 		opts.Unary = append(opts.Unary, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			resp, err := handler(ctx, req)
 			m.Request(info.FullMethod, status.Code(api.ToStatus(err)).String())
 			return resp, err
 		})
 	}
-	return api.Listen(opts, n)
+	return api.Listen(opts, backend)
 }
 
 func lookupGroup(name string) (int, error) {

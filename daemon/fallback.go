@@ -17,6 +17,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/mptcpd/mptcpd/config"
+	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/fallback"
 	"github.com/mptcpd/mptcpd/mpx"
 	"github.com/mptcpd/mptcpd/netmon"
@@ -39,9 +40,9 @@ func fallbackLimits(cfg *config.Config, paths int) mpx.Limits {
 }
 
 // newFallbackClient builds the client role from the configuration.
-func newFallbackClient(cfg *config.Config, nsfd int, log *slog.Logger, ready func()) (*fallback.Client, error) {
+func newFallbackClient(cfg *config.Config, nsfd int, log *slog.Logger, ready func(), events func(mpx.Event)) (*fallback.Client, error) {
 	f := cfg.Fallback
-	opts := fallback.ClientOptions{Config: f, Log: log.With("role", "fallback"), Ready: ready}
+	opts := fallback.ClientOptions{Config: f, Log: log.With("role", "fallback"), Ready: ready, Engine: mpx.Config{Events: events}}
 	if f.TLS.Cert != "" {
 		tc, err := clientTLS(f.TLS)
 		if err != nil {
@@ -98,10 +99,10 @@ func loadPool(path string) (*x509.CertPool, error) {
 }
 
 // newConverter builds the converter role from the configuration.
-func newConverter(cfg *config.Config, nsfd int, log *slog.Logger) (*fallback.Converter, error) {
+func newConverter(cfg *config.Config, nsfd int, log *slog.Logger, events func(mpx.Event)) (*fallback.Converter, error) {
 	c := cfg.Converter
 	opts := fallback.ConverterOptions{Config: c, Mark: cfg.Fallback.Mark, Log: log.With("role", "converter"),
-		Limits: fallbackLimits(cfg, 2)}
+		Limits: fallbackLimits(cfg, 2), Engine: mpx.Config{Events: events}}
 	if !cfg.Limits.Subflows.Auto {
 		opts.Limits.Subflows = int(cfg.Limits.Subflows.Value)
 	} else {
@@ -142,8 +143,8 @@ type converterRole struct {
 
 // startConverter opens the converter's listeners in the namespace and
 // serves them until ctx ends.
-func startConverter(ctx context.Context, cfg *config.Config, nsfd int, log *slog.Logger) (*converterRole, error) {
-	conv, err := newConverter(cfg, nsfd, log)
+func startConverter(ctx context.Context, cfg *config.Config, nsfd int, log *slog.Logger, events func(mpx.Event)) (*converterRole, error) {
+	conv, err := newConverter(cfg, nsfd, log, events)
 	if err != nil {
 		return nil, err
 	}
@@ -189,16 +190,31 @@ func fallbackUsable(cfg *config.Config) bool {
 // interfaces the policy selects are the fallback client's paths.
 func runFallback(ctx context.Context, opts Options, cfg *config.Config, nsfd int, reason string) error {
 	log := opts.Log
+	fn := &fallbackNode{started: time.Now(), nsfd: nsfd, reason: reason, source: opts.ConfigPath, cfg: cfg, broker: &events.Broker{}}
+	publish := func(e mpx.Event) {
+		if ev, ok := mpxEvent(e); ok {
+			fn.broker.Publish(ev)
+		}
+	}
 	opened := make(chan struct{})
-	client, err := newFallbackClient(cfg, nsfd, log, func() { close(opened) })
+	client, err := newFallbackClient(cfg, nsfd, log, func() { close(opened) }, publish)
 	if err != nil {
 		return err
 	}
+	fn.client = client.MPX()
+	svc, err := listenAPI(cfg, fn, nil, log)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var conv *converterRole
 	if cfg.Converter.Enabled {
-		if conv, err = startConverter(ctx, cfg, nsfd, log); err != nil {
+		if conv, err = startConverter(ctx, cfg, nsfd, log, publish); err != nil {
 			return err
 		}
+		fn.conv = conv
 	}
 	w, err := watch(ctx, nsfd, cfg.Addresses.RequireRoute, nil)
 	if err != nil {
@@ -207,10 +223,13 @@ func runFallback(ctx context.Context, opts Options, cfg *config.Config, nsfd int
 	defer w.close()
 
 	log.Info("mptcpd started", "mode", "fallback", "reason", reason, "netns", cfg.NetNS,
-		"config", opts.ConfigPath, "converter", cfg.Fallback.Converter)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+		"config", opts.ConfigPath, "converter", cfg.Fallback.Converter, "api", cfg.SocketPath())
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := svc.Serve(ctx); err != nil {
+			log.Error("API stopped", "error", err)
+		}
+	})
 	runErr := make(chan error, 1)
 	wg.Go(func() {
 		// The ways in (listeners, nftables rules) belong to the namespace:
@@ -242,8 +261,10 @@ func runFallback(ctx context.Context, opts Options, cfg *config.Config, nsfd int
 		}
 		wants, _ := pm.Desired(cfg, st)
 		paths := fallback.Paths(wants, &ids)
-		client.MPX().SetLimits(fallbackLimits(cfg, len(paths)))
+		limits := fallbackLimits(cfg, len(paths))
+		client.MPX().SetLimits(limits)
 		client.MPX().SetPaths(paths)
+		fn.update(cfg, st, paths, limits)
 		if conv != nil {
 			conv.update(cfg, st, wants)
 		}
@@ -256,6 +277,8 @@ func runFallback(ctx context.Context, opts Options, cfg *config.Config, nsfd int
 		wg.Wait()
 		return fmt.Errorf("reading interfaces: %w", err)
 	}
+	fn.ready.Store(true)
+	svc.SetServing(true)
 	notify(log, sddaemon.SdNotifyReady)
 	log.Info("ready", "reason", "fallback paths applied")
 	resync := time.NewTicker(5 * time.Minute)

@@ -19,6 +19,7 @@ import (
 	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/metrics"
+	"github.com/mptcpd/mptcpd/mpx"
 	"github.com/mptcpd/mptcpd/netmon"
 	"github.com/mptcpd/mptcpd/pm"
 	"github.com/mptcpd/mptcpd/pm/userspace"
@@ -603,8 +604,21 @@ func (n *node) switchWatcher(next *config.Config) error {
 	return nil
 }
 
+// Connections lists the kernel's connections, and the converter's
+// sessions when the converter role runs.
 func (n *node) Connections(ctx context.Context, f diag.Filter) ([]diag.Connection, error) {
-	return n.diag.Connections(ctx, f)
+	conns, err := n.diag.Connections(ctx, f)
+	if err != nil || n.conv == nil {
+		return conns, err
+	}
+	return append(conns, mpxConnections(nil, n.conv, f, nil)...), nil
+}
+
+// publishMPX publishes an event of the converter's sessions.
+func (n *node) publishMPX(e mpx.Event) {
+	if ev, ok := mpxEvent(e); ok {
+		n.broker.Publish(ev)
+	}
 }
 
 func (n *node) ConnectionPolicy(token uint32) (userspace.ConnInfo, bool) {
@@ -616,6 +630,11 @@ func (n *node) ConnectionPolicy(token uint32) (userspace.ConnInfo, bool) {
 
 func (n *node) Connection(ctx context.Context, token uint32) (diag.Connection, error) {
 	c, err := n.diag.Connection(ctx, token)
+	if errors.Is(err, diag.ErrNotFound) && n.conv != nil {
+		if conns := mpxConnections(nil, n.conv, diag.Filter{Tokens: []uint32{token}}, nil); len(conns) > 0 {
+			return conns[0], nil
+		}
+	}
 	if errors.Is(err, diag.ErrNotFound) {
 		return c, fmt.Errorf("connection %#x: %w", token, genl.ErrUnknownToken)
 	}
@@ -693,7 +712,7 @@ func (n *node) Watch(ctx context.Context, size int) ([]events.Event, *events.Sub
 	for _, info := range infos {
 		snap = append(snap, events.Event{Kind: events.KindEndpointAdded, Time: now, Endpoint: &info})
 	}
-	conns, err := n.diag.Connections(ctx, diag.Filter{})
+	conns, err := n.Connections(ctx, diag.Filter{})
 	if err != nil {
 		sub.Close()
 		return nil, nil, err

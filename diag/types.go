@@ -181,6 +181,23 @@ type Connection struct {
 	// Subflows are the connection's TCP subflows: the initial one (if it
 	// still exists) first, then by local and remote address ID.
 	Subflows []Subflow
+	// MPX is set on a session of mptcpd's userspace fallback datapath,
+	// which the daemon lists beside the kernel's connections: its
+	// subflows are plain TCP connections the daemon holds, and Token is
+	// the low 32 bits of the session's 64-bit token.
+	MPX *MPXSession
+}
+
+// MPXSession is what a fallback-datapath session has that a kernel
+// connection has not.
+type MPXSession struct {
+	// Token is the session's whole token.
+	Token uint64
+	// Destination is where the converter forwards the session
+	// ("host:port").
+	Destination string
+	// Converter is set on the converter's side of a session.
+	Converter bool
 }
 
 // InfoFlags are the flags of struct mptcp_info (MPTCP_INFO_FLAG_*).

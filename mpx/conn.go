@@ -30,6 +30,10 @@ const (
 	// lingerTimeout bounds how long a closed session waits for its last
 	// data and FIN to be acknowledged.
 	lingerTimeout = 10 * time.Second
+	// maxUnsent bounds the data a session holds that no subflow has taken
+	// yet: subflows take data as their sockets drain (late binding), so
+	// more would only add delay.
+	maxUnsent = 256 << 10
 )
 
 // chunk is a run of bytes of the sending direction, from DSN offset off
@@ -96,6 +100,7 @@ type Conn struct {
 	nextNew        int
 	reinject       []*chunk
 	sndBytes       int
+	unsent         int
 	finQueued      bool
 	finAcked       bool
 	rrTurn         uint64
@@ -187,7 +192,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		if err := c.writeErr(); err != nil {
 			return written, err
 		}
-		space := c.cfg.SendBuffer - c.sndBytes
+		space := min(c.cfg.SendBuffer-c.sndBytes, maxUnsent-c.unsent)
 		if space <= 0 {
 			if err := c.wait(c.writeWake, 1); err != nil {
 				return written, err
@@ -235,6 +240,7 @@ func (c *Conn) append(p []byte) {
 		p = p[n:]
 		c.sndNxt += uint64(n)
 		c.sndBytes += n
+		c.unsent += n
 	}
 }
 
@@ -304,6 +310,53 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// WriteTo writes the stream to w until its end, without a buffer of its
+// own: received payloads go to w as they are, and while nothing is ready
+// it holds no memory (io.Copy and relays use it).
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		c.mu.Lock()
+		var r rchunk
+		for {
+			if len(c.ready) > 0 {
+				r = c.ready[0]
+				c.ready[0] = rchunk{}
+				c.ready = c.ready[1:]
+				c.unread -= len(r.data)
+				c.maybeWindowUpdate()
+				break
+			}
+			var err error
+			switch {
+			case c.eof:
+				c.mu.Unlock()
+				return total, nil
+			case c.appClosed:
+				err = ErrClosed
+			case c.err != nil:
+				err = c.err
+			}
+			if err == nil {
+				err = c.wait(c.readWake, 0)
+			}
+			if err != nil {
+				c.mu.Unlock()
+				return total, err
+			}
+		}
+		c.mu.Unlock()
+		n, err := w.Write(r.data)
+		total += int64(n)
+		c.mu.Lock()
+		c.freeRecv(r)
+		c.mu.Unlock()
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 func (c *Conn) freeRecv(r rchunk) {
 	if r.buf != nil {
 		c.pool.put(r.buf)
@@ -366,7 +419,7 @@ func (c *Conn) reset(code Status, text string, err error) {
 		for _, sf := range c.subflows {
 			sf.ctrl = appendReset(sf.ctrl, code, text)
 			sf.closing = true
-			signal(sf.wake)
+			c.wakeSF(sf)
 		}
 	}
 	c.mu.Unlock()
@@ -385,7 +438,7 @@ func (c *Conn) end(err error) {
 	subflows := slices.Clone(c.subflows)
 	for _, sf := range subflows {
 		sf.closing = true
-		signal(sf.wake)
+		c.wakeSF(sf)
 	}
 	c.tick.Stop()
 	if c.ackTimer != nil {
@@ -507,11 +560,12 @@ func (c *Conn) emit(e Event) {
 	}
 }
 
-// wakeData wakes every subflow writer that waits for data.
+// wakeData wakes every subflow writer that waits for data, and starts
+// those that ended while idle.
 func (c *Conn) wakeData() {
 	for _, sf := range c.subflows {
-		if sf.waiting {
-			signal(sf.wake)
+		if sf.waiting || !sf.writerRunning {
+			c.wakeSF(sf)
 		}
 	}
 }
@@ -600,6 +654,8 @@ func (c *Conn) pick(sf *subflow) *chunk {
 				return nil
 			}
 			c.nextNew++
+			c.unsent -= len(ch.data)
+			signal(c.writeWake)
 			return ch
 		}
 		// Held up by the peer's window: the oldest unacknowledged chunk
@@ -625,15 +681,29 @@ func (c *Conn) fasterThanAll(sf *subflow, mask uint64) bool {
 	return true
 }
 
+// writerState says what a writer does after next.
+type writerState int
+
+const (
+	writeIt  writerState = iota // write what next returned
+	stopIt                      // the subflow ends: half-close it
+	idleExit                    // nothing to do for a while: end the goroutine
+)
+
+// writerIdle is how long a subflow's writer goroutine waits for work
+// before it ends; wakeSF starts a new one. An idle session then holds no
+// writer goroutines.
+const writerIdle = 2 * time.Second
+
 // next blocks until sf has something to send: control frames (appended
-// to head) and maybe a chunk, whose DATA header ends head. ok is false
-// when the writer should stop.
-func (c *Conn) next(sf *subflow, head []byte) (_ []byte, _ *chunk, ok bool) {
+// to head) and maybe a chunk, whose DATA header ends head.
+func (c *Conn) next(sf *subflow, head []byte, idle *time.Timer) (_ []byte, _ *chunk, _ writerState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
 		if sf.dead {
-			return head, nil, false
+			sf.writerRunning = false
+			return head, nil, stopIt
 		}
 		head = append(head, sf.ctrl...)
 		sf.ctrl = sf.ctrl[:0]
@@ -657,16 +727,45 @@ func (c *Conn) next(sf *subflow, head []byte) (_ []byte, _ *chunk, ok bool) {
 		}
 		if len(head) > 0 || ch != nil {
 			sf.lastSend = time.Now()
-			return head, ch, true
+			return head, ch, writeIt
 		}
 		if sf.closing {
-			return head, nil, false
+			sf.writerRunning = false
+			return head, nil, stopIt
 		}
 		sf.waiting = true
 		c.mu.Unlock()
-		<-sf.wake
+		idle.Reset(writerIdle)
+		timedOut := false
+		select {
+		case <-sf.wake:
+			idle.Stop()
+		case <-idle.C:
+			timedOut = true
+		}
 		c.mu.Lock()
 		sf.waiting = false
+		if timedOut {
+			select {
+			case <-sf.wake:
+				// Work came as the timer fired.
+			default:
+				sf.writerRunning = false
+				return head, nil, idleExit
+			}
+		}
+	}
+}
+
+// wakeSF makes sf's writer look for work, starting it if it ended while
+// idle. Called with the lock held.
+func (c *Conn) wakeSF(sf *subflow) {
+	switch {
+	case sf.writerRunning:
+		signal(sf.wake)
+	case !sf.dead:
+		sf.writerRunning = true
+		go sf.writeLoop()
 	}
 }
 
@@ -710,7 +809,7 @@ func (c *Conn) ackNow() {
 	for _, sf := range c.subflows {
 		if sf.established && !sf.closing {
 			sf.ackWanted = true
-			signal(sf.wake)
+			c.wakeSF(sf)
 		}
 	}
 }

@@ -318,7 +318,7 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn) {
 			}
 			sf.ctrl = appendAddAddr(sf.ctrl, addrAdvert(a), &keys.join)
 		}
-		signal(sf.wake)
+		c.wakeSF(sf)
 		c.mu.Unlock()
 	}
 	go func() {

@@ -36,6 +36,7 @@ type subflow struct {
 	backup, peerBackup bool
 	established        bool
 	waiting            bool
+	writerRunning      bool
 	wake               chan struct{}
 	ctrl               []byte
 	ackWanted          bool
@@ -158,7 +159,6 @@ func (c *Conn) attach(sf *subflow) error {
 	c.armTick(tickActive)
 	c.mu.Unlock()
 	go sf.readLoop()
-	go sf.writeLoop()
 	c.emit(Event{Kind: EventSubEstablished, Token: c.keys.token, Subflow: sf.infoLocked()})
 	return nil
 }
@@ -172,10 +172,15 @@ func (sf *subflow) infoLocked() SubflowInfo {
 // writeLoop sends what the session gives this subflow until it ends.
 func (sf *subflow) writeLoop() {
 	c := sf.c
-	head := make([]byte, 0, 256)
+	var head []byte
+	idle := time.NewTimer(writerIdle)
+	defer idle.Stop()
 	for {
-		h, ch, ok := c.next(sf, head[:0])
-		if !ok {
+		h, ch, st := c.next(sf, head[:0], idle)
+		if st == idleExit {
+			return
+		}
+		if st == stopIt {
 			break
 		}
 		bufs := net.Buffers(sf.bufs[:1])
@@ -202,7 +207,7 @@ func (sf *subflow) writeLoop() {
 // readLoop takes in frames until the subflow ends.
 func (sf *subflow) readLoop() {
 	c := sf.c
-	fr := &frameReader{r: bufio.NewReaderSize(sf.nc, 4096)}
+	fr := &frameReader{r: bufio.NewReaderSize(sf.nc, 2048)}
 	err := sf.readFrames(fr)
 	if errors.Is(err, io.EOF) {
 		c.mu.Lock()
@@ -272,7 +277,9 @@ func (c *Conn) subflowGone(sf *subflow, err error) {
 		c.reinjectFrom(sf)
 	}
 	sf.dead = true
-	signal(sf.wake)
+	if sf.writerRunning {
+		signal(sf.wake)
+	}
 	if i := slices.Index(c.subflows, sf); i >= 0 {
 		c.subflows = slices.Delete(c.subflows, i, i+1)
 	}
@@ -311,7 +318,7 @@ func (c *Conn) onControl(sf *subflow, h frameHeader, body []byte) error {
 	case framePing:
 		c.mu.Lock()
 		sf.ctrl = appendPing(sf.ctrl, framePong, binary.BigEndian.Uint64(body))
-		signal(sf.wake)
+		c.wakeSF(sf)
 		c.mu.Unlock()
 	case framePong:
 	case framePrio:
@@ -341,7 +348,7 @@ func (c *Conn) onControl(sf *subflow, h frameHeader, body []byte) error {
 			sf.closing = true
 			sf.ctrl = appendByteFrame(sf.ctrl, frameClose, 0)
 			c.reinjectFrom(sf)
-			signal(sf.wake)
+			c.wakeSF(sf)
 		}
 		c.mu.Unlock()
 	case frameReset:
@@ -392,7 +399,7 @@ func (c *Conn) withdraw(id uint8) {
 			continue
 		}
 		sf.ctrl = appendByteFrame(sf.ctrl, frameRemoveAddr, id)
-		signal(sf.wake)
+		c.wakeSF(sf)
 	}
 	for _, sf := range gone {
 		sf.stale = true
@@ -435,6 +442,21 @@ func (sf *subflow) sample() tcpSample {
 	return s
 }
 
+// alive says whether a subflow other than sfs[i] is usable and heard from
+// recently: nothing in flight, or an acknowledgement within its timeout.
+func alive(sfs []*subflow, samples []tcpSample, i int) bool {
+	for j, o := range sfs {
+		if j == i || !samples[j].ok || o.dead || o.stale || o.closing {
+			continue
+		}
+		rto := max(200*time.Millisecond, o.srtt+4*o.rttvar)
+		if samples[j].unacked == 0 || samples[j].lastAckRecv < rto {
+			return true
+		}
+	}
+	return false
+}
+
 // onTick is the session's periodic check: round-trip times, stale
 // subflows, keep-alives, a session left without subflows.
 func (c *Conn) onTick() {
@@ -469,6 +491,13 @@ func (c *Conn) onTick() {
 		}
 		rto := max(200*time.Millisecond, sf.srtt+4*sf.rttvar)
 		limit := max(200*time.Millisecond, time.Duration(c.cfg.StaleLossCnt)*rto)
+		// With another subflow that is being acknowledged, two timeouts of
+		// silence are enough to move the data there (as the kernel's
+		// MPTCP-level retransmission would); stale_loss_cnt applies to a
+		// subflow that has no alternative.
+		if alive(sfs, samples, i) {
+			limit = min(limit, 2*rto)
+		}
 		silent := s.ok && s.unacked > 0 && s.lastAckRecv >= limit
 		switch {
 		case silent && !sf.stale:
@@ -490,7 +519,7 @@ func (c *Conn) onTick() {
 		}
 		if now.Sub(sf.lastSend) >= interval && !sf.closing {
 			sf.ctrl = appendPing(sf.ctrl, framePing, uint64(now.UnixNano()))
-			signal(sf.wake)
+			c.wakeSF(sf)
 			sf.lastSend = now
 		}
 		next = min(next, interval)

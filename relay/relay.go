@@ -154,6 +154,14 @@ func (r *Relay) copy(dst io.Writer, src io.Reader) (int64, error) {
 			return r.copyRaw(dst, rc)
 		}
 	}
+	// A source that writes out what it holds needs no buffer here.
+	if wt, ok := src.(io.WriterTo); ok {
+		n, err := wt.WriteTo(dst)
+		if err != nil {
+			return n, fmt.Errorf("relay: %w", err)
+		}
+		return n, nil
+	}
 	return r.copyBuffered(dst, src)
 }
 

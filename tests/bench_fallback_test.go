@@ -24,12 +24,14 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -433,4 +435,112 @@ func fbProcCPU(b *testing.B, pid int) time.Duration {
 	}
 	const userHZ = 100 // clock ticks per second (USER_HZ)
 	return time.Duration(ut+st) * time.Second / userHZ
+}
+
+// BenchmarkFallbackIdleMemory (B5): the memory an idle MPX connection
+// costs each mptcpd: MPTCPD_BENCH_FB_IDLE connections (default 200) are
+// opened through the client's SOCKS5 server to a destination that holds
+// them, each with its two subflows, and left idle; the growth of each
+// process's resident memory (VmRSS) is divided by their number.
+//
+// Metrics: client-rss-B/conn and converter-rss-B/conn (target ≤ 65536),
+// conns.
+func BenchmarkFallbackIdleMemory(b *testing.B) {
+	n := 200
+	if v := os.Getenv("MPTCPD_BENCH_FB_IDLE"); v != "" {
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 1 || k > 4000 {
+			b.Fatalf("MPTCPD_BENCH_FB_IDLE=%q: want 1 to 4000 connections", v)
+		}
+		n = k
+	}
+	defer diagWatchdog(b, 5*time.Minute)()
+	bed := newFallbackBed(b, 2, []string{"", ""})
+	fbSkipWithoutMPX(b, bed)
+	fbOnce(b, func() {
+		ln, err := bed.srv.Listen("tcp4", netip.AddrPortFrom(bed.srvPath.B4, 0).String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		var mu sync.Mutex
+		var held []net.Conn
+		accepted := make(chan struct{})
+		go func() {
+			defer close(accepted)
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				held = append(held, c)
+				mu.Unlock()
+			}
+		}()
+		defer func() {
+			ln.Close()
+			<-accepted
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		target := netip.MustParseAddrPort(ln.Addr().String())
+		open := func(k int) []fbConn {
+			conns := make([]fbConn, 0, k)
+			for range k {
+				c, err := bed.mpx.dial(b.Context(), target)
+				if err != nil {
+					b.Fatalf("connection %d of %d: %v", len(conns)+1, k, err)
+				}
+				// One byte each way's worth of use, then idle.
+				if _, err := c.Write([]byte{1}); err != nil {
+					b.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			return conns
+		}
+		// Warm up: buffers and pools the first connections bring.
+		for _, c := range open(20) {
+			c.Close()
+		}
+		time.Sleep(time.Second)
+		before := make([]int64, len(bed.mpx.procs))
+		for i, p := range bed.mpx.procs {
+			before[i] = fbProcRSS(b, p.pid)
+		}
+		conns := open(n)
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		// Let the joins and the first acknowledgements settle, and the
+		// writers of idle subflows end.
+		time.Sleep(4 * time.Second)
+		for i, p := range bed.mpx.procs {
+			b.ReportMetric(float64(fbProcRSS(b, p.pid)-before[i])/float64(n), p.role+"-rss-B/conn")
+		}
+		b.ReportMetric(float64(n), "conns")
+	})
+}
+
+// fbProcRSS returns a process's resident memory in bytes (VmRSS).
+func fbProcRSS(b *testing.B, pid int) int64 {
+	b.Helper()
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/status: %q", pid, line)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatalf("/proc/%d/status has no VmRSS", pid)
+	return 0
 }

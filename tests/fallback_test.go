@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -12,11 +13,17 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mptcpd/mptcpd/api"
+	pb "github.com/mptcpd/mptcpd/proto/mptcpd/v1"
 	"github.com/mptcpd/mptcpd/tests/testbed"
 )
 
@@ -428,4 +435,109 @@ func TestFallbackTransparentCapture(t *testing.T) {
 	if from := <-seen; !strings.HasPrefix(from, n.srvPath.A4.String()+":") {
 		t.Errorf("the destination's client was %s, want the converter (%s)", from, n.srvPath.A4)
 	}
+}
+
+// TestFallbackInAPI checks that fallback sessions appear where kernel
+// connections do: in the client's and the converter's connection lists
+// (with their datapath, destination and subflows), in mptcpctl's
+// listing, and in the client's event stream; and that kernel-only calls
+// are refused in fallback mode with FAILED_PRECONDITION.
+func TestFallbackInAPI(t *testing.T) {
+	t.Parallel()
+	n := newFallbackDaemonsBed(t, 2)
+	n.startConverter("", "")
+	n.startClient("fallback", "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cliConn, cli, err := api.Dial("unix:"+filepath.Join(n.dir, "cli.sock"), nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cliConn.Close()
+	convConn, conv, err := api.Dial("unix:"+filepath.Join(n.dir, "conv.sock"), nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer convConn.Close()
+
+	watch, err := cli.Watch(ctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := watch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == pb.EventKind_EVENT_KIND_SNAPSHOT_END {
+			break
+		}
+	}
+
+	dst, res := n.sink(t, 1<<20)
+	c, code, err := n.socksDial(t, dst)
+	if err != nil || code != 0 {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	defer c.Close()
+	if _, err := c.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	// The session, with both subflows, on both sides.
+	var token uint32
+	for _, side := range []struct {
+		name      string
+		client    pb.MptcpdServiceClient
+		converter bool
+	}{{"client", cli, false}, {"converter", conv, true}} {
+		var got *pb.Connection
+		err := testbed.WaitFor(10*time.Second, func() (bool, error) {
+			resp, err := side.client.ListConnections(ctx, &pb.ListConnectionsRequest{})
+			if err != nil {
+				return false, err
+			}
+			for _, pc := range resp.Connections {
+				if pc.Datapath == pb.Datapath_DATAPATH_MPX && pc.Destination == dst.String() && len(pc.Subflows) == 2 {
+					got = pc
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			t.Fatalf("%s: no MPX session to %v with two subflows in ListConnections: %v", side.name, dst, err)
+		}
+		if got.ConverterSide != side.converter || got.MpxToken == 0 || got.Token != uint32(got.MpxToken) {
+			t.Errorf("%s: session %+v", side.name, got)
+		}
+		token = got.Token
+	}
+	// The events of the session's start came on the stream.
+	seen := map[pb.EventKind]bool{}
+	for !seen[pb.EventKind_EVENT_KIND_CONNECTION_CREATED] || !seen[pb.EventKind_EVENT_KIND_SUBFLOW_ESTABLISHED] {
+		ev, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("watch: %v (seen %v)", err, seen)
+		}
+		if ev.Token == token {
+			seen[ev.Kind] = true
+		}
+	}
+	// mptcpctl shows it.
+	ctl := buildCLI(t, t.TempDir())
+	r := runCLI(t, ctl, 0, "--server", "unix:"+filepath.Join(n.dir, "cli.sock"), "-o", "json", "connection", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, `DATAPATH_MPX`) || !strings.Contains(r.stdout, dst.String()) {
+		t.Errorf("mptcpctl connection list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Kernel-only calls are refused.
+	_, err = cli.SetLimits(ctx, &pb.SetLimitsRequest{Limits: &pb.Limits{Subflows: 2}})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("SetLimits in fallback mode: %v, want FAILED_PRECONDITION", err)
+	}
+	st, err := cli.GetStatus(ctx, &pb.GetStatusRequest{})
+	if err != nil || st.GetStatus().GetMode() != pb.Mode_MODE_FALLBACK {
+		t.Errorf("GetStatus: %v, %v", st, err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	<-res
 }

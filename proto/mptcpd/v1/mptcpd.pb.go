@@ -253,6 +253,59 @@ func (ChangeAction) EnumDescriptor() ([]byte, []int) {
 	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{3}
 }
 
+// Datapath is what carries a connection.
+type Datapath int32
+
+const (
+	Datapath_DATAPATH_UNSPECIFIED Datapath = 0
+	// The kernel's MPTCP.
+	Datapath_DATAPATH_KERNEL Datapath = 1
+	// mptcpd's userspace fallback datapath: MPX sessions over plain TCP
+	// subflows to a converter.
+	Datapath_DATAPATH_MPX Datapath = 2
+)
+
+// Enum value maps for Datapath.
+var (
+	Datapath_name = map[int32]string{
+		0: "DATAPATH_UNSPECIFIED",
+		1: "DATAPATH_KERNEL",
+		2: "DATAPATH_MPX",
+	}
+	Datapath_value = map[string]int32{
+		"DATAPATH_UNSPECIFIED": 0,
+		"DATAPATH_KERNEL":      1,
+		"DATAPATH_MPX":         2,
+	}
+)
+
+func (x Datapath) Enum() *Datapath {
+	p := new(Datapath)
+	*p = x
+	return p
+}
+
+func (x Datapath) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Datapath) Descriptor() protoreflect.EnumDescriptor {
+	return file_mptcpd_v1_mptcpd_proto_enumTypes[4].Descriptor()
+}
+
+func (Datapath) Type() protoreflect.EnumType {
+	return &file_mptcpd_v1_mptcpd_proto_enumTypes[4]
+}
+
+func (x Datapath) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Datapath.Descriptor instead.
+func (Datapath) EnumDescriptor() ([]byte, []int) {
+	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{4}
+}
+
 // EventKind says what happened.
 type EventKind int32
 
@@ -356,11 +409,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_mptcpd_v1_mptcpd_proto_enumTypes[4].Descriptor()
+	return file_mptcpd_v1_mptcpd_proto_enumTypes[5].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_mptcpd_v1_mptcpd_proto_enumTypes[4]
+	return &file_mptcpd_v1_mptcpd_proto_enumTypes[5]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -369,7 +422,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{4}
+	return file_mptcpd_v1_mptcpd_proto_rawDescGZIP(), []int{5}
 }
 
 type GetStatusRequest struct {
@@ -2267,8 +2320,17 @@ type Connection struct {
 	// decisions).
 	AnnouncementsAccepted uint32 `protobuf:"varint,22,opt,name=announcements_accepted,json=announcementsAccepted,proto3" json:"announcements_accepted,omitempty"`
 	AnnouncementsRefused  uint32 `protobuf:"varint,23,opt,name=announcements_refused,json=announcementsRefused,proto3" json:"announcements_refused,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// What carries the connection: the kernel's MPTCP, or mptcpd's
+	// userspace fallback datapath (MPX).
+	Datapath Datapath `protobuf:"varint,24,opt,name=datapath,proto3,enum=mptcpd.v1.Datapath" json:"datapath,omitempty"`
+	// Fallback datapath: the session's whole 64-bit token (token holds its
+	// low 32 bits), where the converter forwards it, and whether this host
+	// is the converter.
+	MpxToken      uint64 `protobuf:"varint,25,opt,name=mpx_token,json=mpxToken,proto3" json:"mpx_token,omitempty"`
+	Destination   string `protobuf:"bytes,26,opt,name=destination,proto3" json:"destination,omitempty"`
+	ConverterSide bool   `protobuf:"varint,27,opt,name=converter_side,json=converterSide,proto3" json:"converter_side,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Connection) Reset() {
@@ -2460,6 +2522,34 @@ func (x *Connection) GetAnnouncementsRefused() uint32 {
 		return x.AnnouncementsRefused
 	}
 	return 0
+}
+
+func (x *Connection) GetDatapath() Datapath {
+	if x != nil {
+		return x.Datapath
+	}
+	return Datapath_DATAPATH_UNSPECIFIED
+}
+
+func (x *Connection) GetMpxToken() uint64 {
+	if x != nil {
+		return x.MpxToken
+	}
+	return 0
+}
+
+func (x *Connection) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Connection) GetConverterSide() bool {
+	if x != nil {
+		return x.ConverterSide
+	}
+	return false
 }
 
 // Subflow is one TCP subflow of a connection.
@@ -4215,7 +4305,7 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x0eSkippedAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12%\n" +
 	"\x0einterface_name\x18\x02 \x01(\tR\rinterfaceName\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb2\x06\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc9\a\n" +
 	"\n" +
 	"Connection\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\rR\x05token\x12#\n" +
@@ -4246,7 +4336,11 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\vserver_side\x18\x15 \x01(\bR\n" +
 	"serverSide\x125\n" +
 	"\x16announcements_accepted\x18\x16 \x01(\rR\x15announcementsAccepted\x123\n" +
-	"\x15announcements_refused\x18\x17 \x01(\rR\x14announcementsRefused\"\xfd\x03\n" +
+	"\x15announcements_refused\x18\x17 \x01(\rR\x14announcementsRefused\x12/\n" +
+	"\bdatapath\x18\x18 \x01(\x0e2\x13.mptcpd.v1.DatapathR\bdatapath\x12\x1b\n" +
+	"\tmpx_token\x18\x19 \x01(\x04R\bmpxToken\x12 \n" +
+	"\vdestination\x18\x1a \x01(\tR\vdestination\x12%\n" +
+	"\x0econverter_side\x18\x1b \x01(\bR\rconverterSide\"\xfd\x03\n" +
 	"\aSubflow\x12#\n" +
 	"\rlocal_address\x18\x01 \x01(\tR\flocalAddress\x12\x1d\n" +
 	"\n" +
@@ -4397,7 +4491,11 @@ const file_mptcpd_v1_mptcpd_proto_rawDesc = "" +
 	"\x19CHANGE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_ACTION_ADD\x10\x01\x12\x18\n" +
 	"\x14CHANGE_ACTION_REMOVE\x10\x02\x12\x18\n" +
-	"\x14CHANGE_ACTION_UPDATE\x10\x03*\xe6\x05\n" +
+	"\x14CHANGE_ACTION_UPDATE\x10\x03*K\n" +
+	"\bDatapath\x12\x18\n" +
+	"\x14DATAPATH_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fDATAPATH_KERNEL\x10\x01\x12\x10\n" +
+	"\fDATAPATH_MPX\x10\x02*\xe6\x05\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_KIND_SNAPSHOT_END\x10\x01\x12!\n" +
@@ -4458,169 +4556,171 @@ func file_mptcpd_v1_mptcpd_proto_rawDescGZIP() []byte {
 	return file_mptcpd_v1_mptcpd_proto_rawDescData
 }
 
-var file_mptcpd_v1_mptcpd_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_mptcpd_v1_mptcpd_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_mptcpd_v1_mptcpd_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_mptcpd_v1_mptcpd_proto_goTypes = []any{
 	(Mode)(0),                        // 0: mptcpd.v1.Mode
 	(EndpointFlag)(0),                // 1: mptcpd.v1.EndpointFlag
 	(Owner)(0),                       // 2: mptcpd.v1.Owner
 	(ChangeAction)(0),                // 3: mptcpd.v1.ChangeAction
-	(EventKind)(0),                   // 4: mptcpd.v1.EventKind
-	(*GetStatusRequest)(nil),         // 5: mptcpd.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),        // 6: mptcpd.v1.GetStatusResponse
-	(*Status)(nil),                   // 7: mptcpd.v1.Status
-	(*Capabilities)(nil),             // 8: mptcpd.v1.Capabilities
-	(*Counts)(nil),                   // 9: mptcpd.v1.Counts
-	(*Reconcile)(nil),                // 10: mptcpd.v1.Reconcile
-	(*Endpoint)(nil),                 // 11: mptcpd.v1.Endpoint
-	(*ListEndpointsRequest)(nil),     // 12: mptcpd.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),    // 13: mptcpd.v1.ListEndpointsResponse
-	(*GetEndpointRequest)(nil),       // 14: mptcpd.v1.GetEndpointRequest
-	(*GetEndpointResponse)(nil),      // 15: mptcpd.v1.GetEndpointResponse
-	(*CreateEndpointRequest)(nil),    // 16: mptcpd.v1.CreateEndpointRequest
-	(*CreateEndpointResponse)(nil),   // 17: mptcpd.v1.CreateEndpointResponse
-	(*UpdateEndpointRequest)(nil),    // 18: mptcpd.v1.UpdateEndpointRequest
-	(*UpdateEndpointResponse)(nil),   // 19: mptcpd.v1.UpdateEndpointResponse
-	(*DeleteEndpointRequest)(nil),    // 20: mptcpd.v1.DeleteEndpointRequest
-	(*DeleteEndpointResponse)(nil),   // 21: mptcpd.v1.DeleteEndpointResponse
-	(*FlushEndpointsRequest)(nil),    // 22: mptcpd.v1.FlushEndpointsRequest
-	(*FlushEndpointsResponse)(nil),   // 23: mptcpd.v1.FlushEndpointsResponse
-	(*Limits)(nil),                   // 24: mptcpd.v1.Limits
-	(*GetLimitsRequest)(nil),         // 25: mptcpd.v1.GetLimitsRequest
-	(*GetLimitsResponse)(nil),        // 26: mptcpd.v1.GetLimitsResponse
-	(*SetLimitsRequest)(nil),         // 27: mptcpd.v1.SetLimitsRequest
-	(*SetLimitsResponse)(nil),        // 28: mptcpd.v1.SetLimitsResponse
-	(*GetPolicyRequest)(nil),         // 29: mptcpd.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),        // 30: mptcpd.v1.GetPolicyResponse
-	(*ValidatePolicyRequest)(nil),    // 31: mptcpd.v1.ValidatePolicyRequest
-	(*ValidatePolicyResponse)(nil),   // 32: mptcpd.v1.ValidatePolicyResponse
-	(*ApplyPolicyRequest)(nil),       // 33: mptcpd.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),      // 34: mptcpd.v1.ApplyPolicyResponse
-	(*Plan)(nil),                     // 35: mptcpd.v1.Plan
-	(*EndpointChange)(nil),           // 36: mptcpd.v1.EndpointChange
-	(*SkippedAddress)(nil),           // 37: mptcpd.v1.SkippedAddress
-	(*Connection)(nil),               // 38: mptcpd.v1.Connection
-	(*Subflow)(nil),                  // 39: mptcpd.v1.Subflow
-	(*ListConnectionsRequest)(nil),   // 40: mptcpd.v1.ListConnectionsRequest
-	(*ListConnectionsResponse)(nil),  // 41: mptcpd.v1.ListConnectionsResponse
-	(*GetConnectionRequest)(nil),     // 42: mptcpd.v1.GetConnectionRequest
-	(*GetConnectionResponse)(nil),    // 43: mptcpd.v1.GetConnectionResponse
-	(*AnnounceRequest)(nil),          // 44: mptcpd.v1.AnnounceRequest
-	(*AnnounceResponse)(nil),         // 45: mptcpd.v1.AnnounceResponse
-	(*WithdrawRequest)(nil),          // 46: mptcpd.v1.WithdrawRequest
-	(*WithdrawResponse)(nil),         // 47: mptcpd.v1.WithdrawResponse
-	(*CreateSubflowRequest)(nil),     // 48: mptcpd.v1.CreateSubflowRequest
-	(*CreateSubflowResponse)(nil),    // 49: mptcpd.v1.CreateSubflowResponse
-	(*SubflowKey)(nil),               // 50: mptcpd.v1.SubflowKey
-	(*DestroySubflowRequest)(nil),    // 51: mptcpd.v1.DestroySubflowRequest
-	(*DestroySubflowResponse)(nil),   // 52: mptcpd.v1.DestroySubflowResponse
-	(*SetSubflowBackupRequest)(nil),  // 53: mptcpd.v1.SetSubflowBackupRequest
-	(*SetSubflowBackupResponse)(nil), // 54: mptcpd.v1.SetSubflowBackupResponse
-	(*WatchRequest)(nil),             // 55: mptcpd.v1.WatchRequest
-	(*WatchResponse)(nil),            // 56: mptcpd.v1.WatchResponse
-	(*Decision)(nil),                 // 57: mptcpd.v1.Decision
-	(*Announcement)(nil),             // 58: mptcpd.v1.Announcement
-	(*Listener)(nil),                 // 59: mptcpd.v1.Listener
-	(*Link)(nil),                     // 60: mptcpd.v1.Link
-	(*Address)(nil),                  // 61: mptcpd.v1.Address
-	(*timestamppb.Timestamp)(nil),    // 62: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 63: google.protobuf.Duration
+	(Datapath)(0),                    // 4: mptcpd.v1.Datapath
+	(EventKind)(0),                   // 5: mptcpd.v1.EventKind
+	(*GetStatusRequest)(nil),         // 6: mptcpd.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),        // 7: mptcpd.v1.GetStatusResponse
+	(*Status)(nil),                   // 8: mptcpd.v1.Status
+	(*Capabilities)(nil),             // 9: mptcpd.v1.Capabilities
+	(*Counts)(nil),                   // 10: mptcpd.v1.Counts
+	(*Reconcile)(nil),                // 11: mptcpd.v1.Reconcile
+	(*Endpoint)(nil),                 // 12: mptcpd.v1.Endpoint
+	(*ListEndpointsRequest)(nil),     // 13: mptcpd.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),    // 14: mptcpd.v1.ListEndpointsResponse
+	(*GetEndpointRequest)(nil),       // 15: mptcpd.v1.GetEndpointRequest
+	(*GetEndpointResponse)(nil),      // 16: mptcpd.v1.GetEndpointResponse
+	(*CreateEndpointRequest)(nil),    // 17: mptcpd.v1.CreateEndpointRequest
+	(*CreateEndpointResponse)(nil),   // 18: mptcpd.v1.CreateEndpointResponse
+	(*UpdateEndpointRequest)(nil),    // 19: mptcpd.v1.UpdateEndpointRequest
+	(*UpdateEndpointResponse)(nil),   // 20: mptcpd.v1.UpdateEndpointResponse
+	(*DeleteEndpointRequest)(nil),    // 21: mptcpd.v1.DeleteEndpointRequest
+	(*DeleteEndpointResponse)(nil),   // 22: mptcpd.v1.DeleteEndpointResponse
+	(*FlushEndpointsRequest)(nil),    // 23: mptcpd.v1.FlushEndpointsRequest
+	(*FlushEndpointsResponse)(nil),   // 24: mptcpd.v1.FlushEndpointsResponse
+	(*Limits)(nil),                   // 25: mptcpd.v1.Limits
+	(*GetLimitsRequest)(nil),         // 26: mptcpd.v1.GetLimitsRequest
+	(*GetLimitsResponse)(nil),        // 27: mptcpd.v1.GetLimitsResponse
+	(*SetLimitsRequest)(nil),         // 28: mptcpd.v1.SetLimitsRequest
+	(*SetLimitsResponse)(nil),        // 29: mptcpd.v1.SetLimitsResponse
+	(*GetPolicyRequest)(nil),         // 30: mptcpd.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),        // 31: mptcpd.v1.GetPolicyResponse
+	(*ValidatePolicyRequest)(nil),    // 32: mptcpd.v1.ValidatePolicyRequest
+	(*ValidatePolicyResponse)(nil),   // 33: mptcpd.v1.ValidatePolicyResponse
+	(*ApplyPolicyRequest)(nil),       // 34: mptcpd.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),      // 35: mptcpd.v1.ApplyPolicyResponse
+	(*Plan)(nil),                     // 36: mptcpd.v1.Plan
+	(*EndpointChange)(nil),           // 37: mptcpd.v1.EndpointChange
+	(*SkippedAddress)(nil),           // 38: mptcpd.v1.SkippedAddress
+	(*Connection)(nil),               // 39: mptcpd.v1.Connection
+	(*Subflow)(nil),                  // 40: mptcpd.v1.Subflow
+	(*ListConnectionsRequest)(nil),   // 41: mptcpd.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil),  // 42: mptcpd.v1.ListConnectionsResponse
+	(*GetConnectionRequest)(nil),     // 43: mptcpd.v1.GetConnectionRequest
+	(*GetConnectionResponse)(nil),    // 44: mptcpd.v1.GetConnectionResponse
+	(*AnnounceRequest)(nil),          // 45: mptcpd.v1.AnnounceRequest
+	(*AnnounceResponse)(nil),         // 46: mptcpd.v1.AnnounceResponse
+	(*WithdrawRequest)(nil),          // 47: mptcpd.v1.WithdrawRequest
+	(*WithdrawResponse)(nil),         // 48: mptcpd.v1.WithdrawResponse
+	(*CreateSubflowRequest)(nil),     // 49: mptcpd.v1.CreateSubflowRequest
+	(*CreateSubflowResponse)(nil),    // 50: mptcpd.v1.CreateSubflowResponse
+	(*SubflowKey)(nil),               // 51: mptcpd.v1.SubflowKey
+	(*DestroySubflowRequest)(nil),    // 52: mptcpd.v1.DestroySubflowRequest
+	(*DestroySubflowResponse)(nil),   // 53: mptcpd.v1.DestroySubflowResponse
+	(*SetSubflowBackupRequest)(nil),  // 54: mptcpd.v1.SetSubflowBackupRequest
+	(*SetSubflowBackupResponse)(nil), // 55: mptcpd.v1.SetSubflowBackupResponse
+	(*WatchRequest)(nil),             // 56: mptcpd.v1.WatchRequest
+	(*WatchResponse)(nil),            // 57: mptcpd.v1.WatchResponse
+	(*Decision)(nil),                 // 58: mptcpd.v1.Decision
+	(*Announcement)(nil),             // 59: mptcpd.v1.Announcement
+	(*Listener)(nil),                 // 60: mptcpd.v1.Listener
+	(*Link)(nil),                     // 61: mptcpd.v1.Link
+	(*Address)(nil),                  // 62: mptcpd.v1.Address
+	(*timestamppb.Timestamp)(nil),    // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 64: google.protobuf.Duration
 }
 var file_mptcpd_v1_mptcpd_proto_depIdxs = []int32{
-	7,  // 0: mptcpd.v1.GetStatusResponse.status:type_name -> mptcpd.v1.Status
+	8,  // 0: mptcpd.v1.GetStatusResponse.status:type_name -> mptcpd.v1.Status
 	0,  // 1: mptcpd.v1.Status.mode:type_name -> mptcpd.v1.Mode
-	8,  // 2: mptcpd.v1.Status.capabilities:type_name -> mptcpd.v1.Capabilities
-	62, // 3: mptcpd.v1.Status.started:type_name -> google.protobuf.Timestamp
-	63, // 4: mptcpd.v1.Status.uptime:type_name -> google.protobuf.Duration
-	9,  // 5: mptcpd.v1.Status.counts:type_name -> mptcpd.v1.Counts
-	10, // 6: mptcpd.v1.Status.last_reconcile:type_name -> mptcpd.v1.Reconcile
-	62, // 7: mptcpd.v1.Reconcile.time:type_name -> google.protobuf.Timestamp
-	63, // 8: mptcpd.v1.Reconcile.took:type_name -> google.protobuf.Duration
+	9,  // 2: mptcpd.v1.Status.capabilities:type_name -> mptcpd.v1.Capabilities
+	63, // 3: mptcpd.v1.Status.started:type_name -> google.protobuf.Timestamp
+	64, // 4: mptcpd.v1.Status.uptime:type_name -> google.protobuf.Duration
+	10, // 5: mptcpd.v1.Status.counts:type_name -> mptcpd.v1.Counts
+	11, // 6: mptcpd.v1.Status.last_reconcile:type_name -> mptcpd.v1.Reconcile
+	63, // 7: mptcpd.v1.Reconcile.time:type_name -> google.protobuf.Timestamp
+	64, // 8: mptcpd.v1.Reconcile.took:type_name -> google.protobuf.Duration
 	1,  // 9: mptcpd.v1.Endpoint.flags:type_name -> mptcpd.v1.EndpointFlag
 	2,  // 10: mptcpd.v1.Endpoint.owner:type_name -> mptcpd.v1.Owner
-	11, // 11: mptcpd.v1.ListEndpointsResponse.endpoints:type_name -> mptcpd.v1.Endpoint
-	11, // 12: mptcpd.v1.GetEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
+	12, // 11: mptcpd.v1.ListEndpointsResponse.endpoints:type_name -> mptcpd.v1.Endpoint
+	12, // 12: mptcpd.v1.GetEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
 	1,  // 13: mptcpd.v1.CreateEndpointRequest.flags:type_name -> mptcpd.v1.EndpointFlag
-	11, // 14: mptcpd.v1.CreateEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
-	11, // 15: mptcpd.v1.UpdateEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
-	11, // 16: mptcpd.v1.DeleteEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
-	11, // 17: mptcpd.v1.FlushEndpointsResponse.endpoints:type_name -> mptcpd.v1.Endpoint
-	24, // 18: mptcpd.v1.GetLimitsResponse.limits:type_name -> mptcpd.v1.Limits
-	24, // 19: mptcpd.v1.SetLimitsRequest.limits:type_name -> mptcpd.v1.Limits
-	24, // 20: mptcpd.v1.SetLimitsResponse.limits:type_name -> mptcpd.v1.Limits
-	62, // 21: mptcpd.v1.GetPolicyResponse.applied:type_name -> google.protobuf.Timestamp
-	35, // 22: mptcpd.v1.ValidatePolicyResponse.plan:type_name -> mptcpd.v1.Plan
-	35, // 23: mptcpd.v1.ApplyPolicyResponse.plan:type_name -> mptcpd.v1.Plan
-	36, // 24: mptcpd.v1.Plan.changes:type_name -> mptcpd.v1.EndpointChange
-	24, // 25: mptcpd.v1.Plan.limits_before:type_name -> mptcpd.v1.Limits
-	24, // 26: mptcpd.v1.Plan.limits_after:type_name -> mptcpd.v1.Limits
-	37, // 27: mptcpd.v1.Plan.skipped:type_name -> mptcpd.v1.SkippedAddress
+	12, // 14: mptcpd.v1.CreateEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
+	12, // 15: mptcpd.v1.UpdateEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
+	12, // 16: mptcpd.v1.DeleteEndpointResponse.endpoint:type_name -> mptcpd.v1.Endpoint
+	12, // 17: mptcpd.v1.FlushEndpointsResponse.endpoints:type_name -> mptcpd.v1.Endpoint
+	25, // 18: mptcpd.v1.GetLimitsResponse.limits:type_name -> mptcpd.v1.Limits
+	25, // 19: mptcpd.v1.SetLimitsRequest.limits:type_name -> mptcpd.v1.Limits
+	25, // 20: mptcpd.v1.SetLimitsResponse.limits:type_name -> mptcpd.v1.Limits
+	63, // 21: mptcpd.v1.GetPolicyResponse.applied:type_name -> google.protobuf.Timestamp
+	36, // 22: mptcpd.v1.ValidatePolicyResponse.plan:type_name -> mptcpd.v1.Plan
+	36, // 23: mptcpd.v1.ApplyPolicyResponse.plan:type_name -> mptcpd.v1.Plan
+	37, // 24: mptcpd.v1.Plan.changes:type_name -> mptcpd.v1.EndpointChange
+	25, // 25: mptcpd.v1.Plan.limits_before:type_name -> mptcpd.v1.Limits
+	25, // 26: mptcpd.v1.Plan.limits_after:type_name -> mptcpd.v1.Limits
+	38, // 27: mptcpd.v1.Plan.skipped:type_name -> mptcpd.v1.SkippedAddress
 	3,  // 28: mptcpd.v1.EndpointChange.action:type_name -> mptcpd.v1.ChangeAction
-	11, // 29: mptcpd.v1.EndpointChange.endpoint:type_name -> mptcpd.v1.Endpoint
-	39, // 30: mptcpd.v1.Connection.subflows:type_name -> mptcpd.v1.Subflow
-	63, // 31: mptcpd.v1.Subflow.rtt:type_name -> google.protobuf.Duration
-	38, // 32: mptcpd.v1.ListConnectionsResponse.connections:type_name -> mptcpd.v1.Connection
-	38, // 33: mptcpd.v1.GetConnectionResponse.connection:type_name -> mptcpd.v1.Connection
-	50, // 34: mptcpd.v1.DestroySubflowRequest.subflow:type_name -> mptcpd.v1.SubflowKey
-	50, // 35: mptcpd.v1.SetSubflowBackupRequest.subflow:type_name -> mptcpd.v1.SubflowKey
-	4,  // 36: mptcpd.v1.WatchRequest.kinds:type_name -> mptcpd.v1.EventKind
-	4,  // 37: mptcpd.v1.WatchResponse.kind:type_name -> mptcpd.v1.EventKind
-	62, // 38: mptcpd.v1.WatchResponse.time:type_name -> google.protobuf.Timestamp
-	38, // 39: mptcpd.v1.WatchResponse.connection:type_name -> mptcpd.v1.Connection
-	39, // 40: mptcpd.v1.WatchResponse.subflow:type_name -> mptcpd.v1.Subflow
-	58, // 41: mptcpd.v1.WatchResponse.announcement:type_name -> mptcpd.v1.Announcement
-	59, // 42: mptcpd.v1.WatchResponse.listener:type_name -> mptcpd.v1.Listener
-	60, // 43: mptcpd.v1.WatchResponse.link:type_name -> mptcpd.v1.Link
-	61, // 44: mptcpd.v1.WatchResponse.address:type_name -> mptcpd.v1.Address
-	11, // 45: mptcpd.v1.WatchResponse.endpoint:type_name -> mptcpd.v1.Endpoint
-	24, // 46: mptcpd.v1.WatchResponse.limits:type_name -> mptcpd.v1.Limits
-	10, // 47: mptcpd.v1.WatchResponse.reconcile:type_name -> mptcpd.v1.Reconcile
-	57, // 48: mptcpd.v1.WatchResponse.decision:type_name -> mptcpd.v1.Decision
-	5,  // 49: mptcpd.v1.MptcpdService.GetStatus:input_type -> mptcpd.v1.GetStatusRequest
-	12, // 50: mptcpd.v1.MptcpdService.ListEndpoints:input_type -> mptcpd.v1.ListEndpointsRequest
-	14, // 51: mptcpd.v1.MptcpdService.GetEndpoint:input_type -> mptcpd.v1.GetEndpointRequest
-	16, // 52: mptcpd.v1.MptcpdService.CreateEndpoint:input_type -> mptcpd.v1.CreateEndpointRequest
-	18, // 53: mptcpd.v1.MptcpdService.UpdateEndpoint:input_type -> mptcpd.v1.UpdateEndpointRequest
-	20, // 54: mptcpd.v1.MptcpdService.DeleteEndpoint:input_type -> mptcpd.v1.DeleteEndpointRequest
-	22, // 55: mptcpd.v1.MptcpdService.FlushEndpoints:input_type -> mptcpd.v1.FlushEndpointsRequest
-	25, // 56: mptcpd.v1.MptcpdService.GetLimits:input_type -> mptcpd.v1.GetLimitsRequest
-	27, // 57: mptcpd.v1.MptcpdService.SetLimits:input_type -> mptcpd.v1.SetLimitsRequest
-	29, // 58: mptcpd.v1.MptcpdService.GetPolicy:input_type -> mptcpd.v1.GetPolicyRequest
-	31, // 59: mptcpd.v1.MptcpdService.ValidatePolicy:input_type -> mptcpd.v1.ValidatePolicyRequest
-	33, // 60: mptcpd.v1.MptcpdService.ApplyPolicy:input_type -> mptcpd.v1.ApplyPolicyRequest
-	40, // 61: mptcpd.v1.MptcpdService.ListConnections:input_type -> mptcpd.v1.ListConnectionsRequest
-	42, // 62: mptcpd.v1.MptcpdService.GetConnection:input_type -> mptcpd.v1.GetConnectionRequest
-	44, // 63: mptcpd.v1.MptcpdService.Announce:input_type -> mptcpd.v1.AnnounceRequest
-	46, // 64: mptcpd.v1.MptcpdService.Withdraw:input_type -> mptcpd.v1.WithdrawRequest
-	48, // 65: mptcpd.v1.MptcpdService.CreateSubflow:input_type -> mptcpd.v1.CreateSubflowRequest
-	51, // 66: mptcpd.v1.MptcpdService.DestroySubflow:input_type -> mptcpd.v1.DestroySubflowRequest
-	53, // 67: mptcpd.v1.MptcpdService.SetSubflowBackup:input_type -> mptcpd.v1.SetSubflowBackupRequest
-	55, // 68: mptcpd.v1.MptcpdService.Watch:input_type -> mptcpd.v1.WatchRequest
-	6,  // 69: mptcpd.v1.MptcpdService.GetStatus:output_type -> mptcpd.v1.GetStatusResponse
-	13, // 70: mptcpd.v1.MptcpdService.ListEndpoints:output_type -> mptcpd.v1.ListEndpointsResponse
-	15, // 71: mptcpd.v1.MptcpdService.GetEndpoint:output_type -> mptcpd.v1.GetEndpointResponse
-	17, // 72: mptcpd.v1.MptcpdService.CreateEndpoint:output_type -> mptcpd.v1.CreateEndpointResponse
-	19, // 73: mptcpd.v1.MptcpdService.UpdateEndpoint:output_type -> mptcpd.v1.UpdateEndpointResponse
-	21, // 74: mptcpd.v1.MptcpdService.DeleteEndpoint:output_type -> mptcpd.v1.DeleteEndpointResponse
-	23, // 75: mptcpd.v1.MptcpdService.FlushEndpoints:output_type -> mptcpd.v1.FlushEndpointsResponse
-	26, // 76: mptcpd.v1.MptcpdService.GetLimits:output_type -> mptcpd.v1.GetLimitsResponse
-	28, // 77: mptcpd.v1.MptcpdService.SetLimits:output_type -> mptcpd.v1.SetLimitsResponse
-	30, // 78: mptcpd.v1.MptcpdService.GetPolicy:output_type -> mptcpd.v1.GetPolicyResponse
-	32, // 79: mptcpd.v1.MptcpdService.ValidatePolicy:output_type -> mptcpd.v1.ValidatePolicyResponse
-	34, // 80: mptcpd.v1.MptcpdService.ApplyPolicy:output_type -> mptcpd.v1.ApplyPolicyResponse
-	41, // 81: mptcpd.v1.MptcpdService.ListConnections:output_type -> mptcpd.v1.ListConnectionsResponse
-	43, // 82: mptcpd.v1.MptcpdService.GetConnection:output_type -> mptcpd.v1.GetConnectionResponse
-	45, // 83: mptcpd.v1.MptcpdService.Announce:output_type -> mptcpd.v1.AnnounceResponse
-	47, // 84: mptcpd.v1.MptcpdService.Withdraw:output_type -> mptcpd.v1.WithdrawResponse
-	49, // 85: mptcpd.v1.MptcpdService.CreateSubflow:output_type -> mptcpd.v1.CreateSubflowResponse
-	52, // 86: mptcpd.v1.MptcpdService.DestroySubflow:output_type -> mptcpd.v1.DestroySubflowResponse
-	54, // 87: mptcpd.v1.MptcpdService.SetSubflowBackup:output_type -> mptcpd.v1.SetSubflowBackupResponse
-	56, // 88: mptcpd.v1.MptcpdService.Watch:output_type -> mptcpd.v1.WatchResponse
-	69, // [69:89] is the sub-list for method output_type
-	49, // [49:69] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	12, // 29: mptcpd.v1.EndpointChange.endpoint:type_name -> mptcpd.v1.Endpoint
+	40, // 30: mptcpd.v1.Connection.subflows:type_name -> mptcpd.v1.Subflow
+	4,  // 31: mptcpd.v1.Connection.datapath:type_name -> mptcpd.v1.Datapath
+	64, // 32: mptcpd.v1.Subflow.rtt:type_name -> google.protobuf.Duration
+	39, // 33: mptcpd.v1.ListConnectionsResponse.connections:type_name -> mptcpd.v1.Connection
+	39, // 34: mptcpd.v1.GetConnectionResponse.connection:type_name -> mptcpd.v1.Connection
+	51, // 35: mptcpd.v1.DestroySubflowRequest.subflow:type_name -> mptcpd.v1.SubflowKey
+	51, // 36: mptcpd.v1.SetSubflowBackupRequest.subflow:type_name -> mptcpd.v1.SubflowKey
+	5,  // 37: mptcpd.v1.WatchRequest.kinds:type_name -> mptcpd.v1.EventKind
+	5,  // 38: mptcpd.v1.WatchResponse.kind:type_name -> mptcpd.v1.EventKind
+	63, // 39: mptcpd.v1.WatchResponse.time:type_name -> google.protobuf.Timestamp
+	39, // 40: mptcpd.v1.WatchResponse.connection:type_name -> mptcpd.v1.Connection
+	40, // 41: mptcpd.v1.WatchResponse.subflow:type_name -> mptcpd.v1.Subflow
+	59, // 42: mptcpd.v1.WatchResponse.announcement:type_name -> mptcpd.v1.Announcement
+	60, // 43: mptcpd.v1.WatchResponse.listener:type_name -> mptcpd.v1.Listener
+	61, // 44: mptcpd.v1.WatchResponse.link:type_name -> mptcpd.v1.Link
+	62, // 45: mptcpd.v1.WatchResponse.address:type_name -> mptcpd.v1.Address
+	12, // 46: mptcpd.v1.WatchResponse.endpoint:type_name -> mptcpd.v1.Endpoint
+	25, // 47: mptcpd.v1.WatchResponse.limits:type_name -> mptcpd.v1.Limits
+	11, // 48: mptcpd.v1.WatchResponse.reconcile:type_name -> mptcpd.v1.Reconcile
+	58, // 49: mptcpd.v1.WatchResponse.decision:type_name -> mptcpd.v1.Decision
+	6,  // 50: mptcpd.v1.MptcpdService.GetStatus:input_type -> mptcpd.v1.GetStatusRequest
+	13, // 51: mptcpd.v1.MptcpdService.ListEndpoints:input_type -> mptcpd.v1.ListEndpointsRequest
+	15, // 52: mptcpd.v1.MptcpdService.GetEndpoint:input_type -> mptcpd.v1.GetEndpointRequest
+	17, // 53: mptcpd.v1.MptcpdService.CreateEndpoint:input_type -> mptcpd.v1.CreateEndpointRequest
+	19, // 54: mptcpd.v1.MptcpdService.UpdateEndpoint:input_type -> mptcpd.v1.UpdateEndpointRequest
+	21, // 55: mptcpd.v1.MptcpdService.DeleteEndpoint:input_type -> mptcpd.v1.DeleteEndpointRequest
+	23, // 56: mptcpd.v1.MptcpdService.FlushEndpoints:input_type -> mptcpd.v1.FlushEndpointsRequest
+	26, // 57: mptcpd.v1.MptcpdService.GetLimits:input_type -> mptcpd.v1.GetLimitsRequest
+	28, // 58: mptcpd.v1.MptcpdService.SetLimits:input_type -> mptcpd.v1.SetLimitsRequest
+	30, // 59: mptcpd.v1.MptcpdService.GetPolicy:input_type -> mptcpd.v1.GetPolicyRequest
+	32, // 60: mptcpd.v1.MptcpdService.ValidatePolicy:input_type -> mptcpd.v1.ValidatePolicyRequest
+	34, // 61: mptcpd.v1.MptcpdService.ApplyPolicy:input_type -> mptcpd.v1.ApplyPolicyRequest
+	41, // 62: mptcpd.v1.MptcpdService.ListConnections:input_type -> mptcpd.v1.ListConnectionsRequest
+	43, // 63: mptcpd.v1.MptcpdService.GetConnection:input_type -> mptcpd.v1.GetConnectionRequest
+	45, // 64: mptcpd.v1.MptcpdService.Announce:input_type -> mptcpd.v1.AnnounceRequest
+	47, // 65: mptcpd.v1.MptcpdService.Withdraw:input_type -> mptcpd.v1.WithdrawRequest
+	49, // 66: mptcpd.v1.MptcpdService.CreateSubflow:input_type -> mptcpd.v1.CreateSubflowRequest
+	52, // 67: mptcpd.v1.MptcpdService.DestroySubflow:input_type -> mptcpd.v1.DestroySubflowRequest
+	54, // 68: mptcpd.v1.MptcpdService.SetSubflowBackup:input_type -> mptcpd.v1.SetSubflowBackupRequest
+	56, // 69: mptcpd.v1.MptcpdService.Watch:input_type -> mptcpd.v1.WatchRequest
+	7,  // 70: mptcpd.v1.MptcpdService.GetStatus:output_type -> mptcpd.v1.GetStatusResponse
+	14, // 71: mptcpd.v1.MptcpdService.ListEndpoints:output_type -> mptcpd.v1.ListEndpointsResponse
+	16, // 72: mptcpd.v1.MptcpdService.GetEndpoint:output_type -> mptcpd.v1.GetEndpointResponse
+	18, // 73: mptcpd.v1.MptcpdService.CreateEndpoint:output_type -> mptcpd.v1.CreateEndpointResponse
+	20, // 74: mptcpd.v1.MptcpdService.UpdateEndpoint:output_type -> mptcpd.v1.UpdateEndpointResponse
+	22, // 75: mptcpd.v1.MptcpdService.DeleteEndpoint:output_type -> mptcpd.v1.DeleteEndpointResponse
+	24, // 76: mptcpd.v1.MptcpdService.FlushEndpoints:output_type -> mptcpd.v1.FlushEndpointsResponse
+	27, // 77: mptcpd.v1.MptcpdService.GetLimits:output_type -> mptcpd.v1.GetLimitsResponse
+	29, // 78: mptcpd.v1.MptcpdService.SetLimits:output_type -> mptcpd.v1.SetLimitsResponse
+	31, // 79: mptcpd.v1.MptcpdService.GetPolicy:output_type -> mptcpd.v1.GetPolicyResponse
+	33, // 80: mptcpd.v1.MptcpdService.ValidatePolicy:output_type -> mptcpd.v1.ValidatePolicyResponse
+	35, // 81: mptcpd.v1.MptcpdService.ApplyPolicy:output_type -> mptcpd.v1.ApplyPolicyResponse
+	42, // 82: mptcpd.v1.MptcpdService.ListConnections:output_type -> mptcpd.v1.ListConnectionsResponse
+	44, // 83: mptcpd.v1.MptcpdService.GetConnection:output_type -> mptcpd.v1.GetConnectionResponse
+	46, // 84: mptcpd.v1.MptcpdService.Announce:output_type -> mptcpd.v1.AnnounceResponse
+	48, // 85: mptcpd.v1.MptcpdService.Withdraw:output_type -> mptcpd.v1.WithdrawResponse
+	50, // 86: mptcpd.v1.MptcpdService.CreateSubflow:output_type -> mptcpd.v1.CreateSubflowResponse
+	53, // 87: mptcpd.v1.MptcpdService.DestroySubflow:output_type -> mptcpd.v1.DestroySubflowResponse
+	55, // 88: mptcpd.v1.MptcpdService.SetSubflowBackup:output_type -> mptcpd.v1.SetSubflowBackupResponse
+	57, // 89: mptcpd.v1.MptcpdService.Watch:output_type -> mptcpd.v1.WatchResponse
+	70, // [70:90] is the sub-list for method output_type
+	50, // [50:70] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_mptcpd_v1_mptcpd_proto_init() }
@@ -4646,7 +4746,7 @@ func file_mptcpd_v1_mptcpd_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mptcpd_v1_mptcpd_proto_rawDesc), len(file_mptcpd_v1_mptcpd_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
