@@ -355,7 +355,14 @@ func (cl *Client) dial(ctx context.Context, p Path, to netip.AddrPort) (net.Conn
 		return nil, fmt.Errorf("subflow from %s to %v: %w", pathName(p), to, err)
 	}
 	if cl.TLS != nil {
-		tc := tls.Client(nc, cl.TLS)
+		cfg := cl.TLS
+		if cfg.ServerName == "" {
+			// Every subflow checks the converter's certificate against the
+			// address sessions are opened on, whichever address it dialled.
+			cfg = cfg.Clone()
+			cfg.ServerName = cl.Converter.Addr().String()
+		}
+		tc := tls.Client(nc, cfg)
 		hctx, cancel := context.WithTimeout(ctx, cl.DialTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()

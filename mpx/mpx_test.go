@@ -501,3 +501,99 @@ func TestSmallWindowSlowReader(t *testing.T) {
 		t.Fatalf("got %d bytes, not the %d sent", got.Len(), len(data))
 	}
 }
+
+// TestJoinReplayRefused records a successful JOIN's messages and plays
+// them again on a new subflow: the converter's fresh challenge makes the
+// recorded proof worthless.
+func TestJoinReplayRefused(t *testing.T) {
+	conv := startConverter(t, nil)
+	echo := echoServer(t)
+	cl := newClient(conv)
+	c, err := cl.Dial(context.Background(), AddrFromAddrPort(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := clientSessionOf(cl, c)
+	// A genuine join, recorded.
+	nc, err := net.Dial("tcp", conv.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rec := &recorder{Conn: nc}
+	j := &joinRequest{local: 7, generation: 1}
+	if err := clientJoin(rec, &s.keys, j); err != nil {
+		t.Fatalf("genuine join: %v", err)
+	}
+	// The same bytes on a new subflow, with a newer generation's worth
+	// of hope: the proof was made for another challenge.
+	nc2, err := net.Dial("tcp", conv.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	_ = nc2.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc2.Write(rec.sent[:joinMsgLen]); err != nil {
+		t.Fatal(err)
+	}
+	var challenge [1 + nonceLen + 16]byte
+	if _, err := io.ReadFull(nc2, challenge[:]); err != nil || challenge[0] != byte(StatusOK) {
+		t.Fatalf("challenge: %v %v", err, challenge[0])
+	}
+	if _, err := nc2.Write(rec.sent[joinMsgLen : joinMsgLen+macLen]); err != nil {
+		t.Fatal(err)
+	}
+	var result [1]byte
+	if _, err := io.ReadFull(nc2, result[:]); err != nil || Status(result[0]) != StatusBadHMAC {
+		t.Fatalf("replayed proof: %v %v, want %v", err, Status(result[0]), StatusBadHMAC)
+	}
+}
+
+type recorder struct {
+	net.Conn
+	sent []byte
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.sent = append(r.sent, p...)
+	return r.Conn.Write(p)
+}
+
+// TestSessionIPv6 runs a session whose subflows are IPv6.
+func TestSessionIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	_ = ln.Close()
+	conv := startConverter(t, func(s *Server) {})
+	// A second listener of the same converter on ::1.
+	ln6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = conv.srv.Serve(ctx, ln6)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	echo := echoServer(t)
+	cl := &Client{Converter: addrPortOf(ln6.Addr()), KeyID: "client", Key: testKey}
+	cl.SetPaths([]Path{{ID: 1, Addr: netip.MustParseAddr("::1")}})
+	cl.Limits.Subflows = 2
+	c, err := cl.Dial(context.Background(), AddrFromAddrPort(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if st := c.Stats(); len(st.Subflows) == 0 || !st.Subflows[0].Local.Addr().Is6() {
+		t.Fatalf("subflows %+v, want IPv6", st.Subflows)
+	}
+	roundTrip(t, c, 1<<20)
+}

@@ -347,7 +347,7 @@ func TestDaemonConfigErrors(t *testing.T) {
 	}{
 		{"mode = \"kernel\"\nbogus = 1\n", ":2: bogus: unknown key"},
 		{"[limits]\nsubflows = 9\n", ":2: limits.subflows"},
-		{"mode = \"fallback\"\n", "not available in this version"},
+		{"mode = \"fallback\"\n", ":1: fallback.converter: empty, but mode \"fallback\" needs a converter"},
 	} {
 		conf := filepath.Join(dir, "c.toml")
 		if err := os.WriteFile(conf, []byte(tc.text), 0o644); err != nil {

@@ -57,6 +57,8 @@ type fallbackBed struct {
 	// binary, a directory for their files and the client's pre-shared
 	// key (hex).
 	bin, dir, key string
+	// bed is the test bed the hosts belong to, for more hosts and paths.
+	bed *testbed.Bed
 }
 
 // fbConvPort is the converter's port in the beds.
@@ -227,7 +229,7 @@ func buildFallbackBed(tb testing.TB, paths int, rates []string) *fallbackBed {
 		tb.Fatalf("newFallbackBed: %d paths with %d rates", paths, len(rates))
 	}
 	tbed := testbed.New(tb)
-	bed := &fallbackBed{tb: tb, cli: tbed.Host("cli"), conv: tbed.Host("conv"), srv: tbed.Host("srv")}
+	bed := &fallbackBed{tb: tb, cli: tbed.Host("cli"), conv: tbed.Host("conv"), srv: tbed.Host("srv"), bed: tbed}
 	bed.paths = tbed.Paths(bed.cli, bed.conv, paths)
 	bed.srvPath = tbed.Connect(bed.conv, bed.srv)
 	bed.rates = make([]string, paths)

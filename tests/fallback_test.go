@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -385,24 +386,49 @@ func TestFallbackPathCut(t *testing.T) {
 	}
 }
 
-// TestFallbackTransparentCapture sends an unmodified curl on cli to the
-// destination's address: the daemon's nftables rules bring it to the
-// converter, which the destination sees as its client.
+// TestFallbackTransparentCapture sends an unmodified curl to the
+// destination's address: on cli itself (REDIRECT), and from a host behind
+// cli that routes through it (TPROXY). The daemon's nftables rules bring
+// the connection to the converter, which the destination sees as its
+// client; and the rules are gone once the daemon stops.
 func TestFallbackTransparentCapture(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("needs curl (scripts/install-deps.sh installs it)")
 	}
 	n := newFallbackDaemonsBed(t, 2)
+	app := n.bed.Host("app")
+	lan := n.bed.Connect(app, n.cli)
 	n.startConverter("", "")
 	// cli has no route of its own to the destination: only the converter
-	// does; capture must take the connection before routing would fail.
-	n.cli.MustIP("route", "add", "203.0.113.0/24", "via", n.paths[0].B4.String())
-	n.startClient("fallback", "", "[fallback.capture]\nredirect_port = 7777\n")
+	// does; capture must take the connections before routing would fail.
+	n.cli.MustIP("route", "add", netip.PrefixFrom(n.srvPath.B4, 28).Masked().String(), "via", n.paths[0].B4.String())
+	app.MustIP("route", "add", netip.PrefixFrom(n.srvPath.B4, 28).Masked().String(), "via", lan.B4.String())
+	d := n.startClient("fallback", "", fmt.Sprintf("[fallback.capture]\nredirect_port = 7777\ntproxy_port = 7778\ntproxy_interfaces = [%q]\n", lan.BIf))
+	for _, from := range []*testbed.Host{n.cli, app} {
+		t.Run(from.Name, func(t *testing.T) {
+			curlThrough(t, n, from)
+		})
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(); err != nil {
+		t.Fatalf("mptcpd stopped with %v", err)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", n.cli.NS, "nft", "list", "tables").CombinedOutput(); err != nil || strings.Contains(string(out), "mptcpd") {
+		t.Errorf("after mptcpd stopped, nft list tables: %s %v", out, err)
+	}
+}
+
+// curlThrough runs curl on host from against an HTTP server on srv and
+// checks the body and that the server's client was the converter.
+func curlThrough(t *testing.T, n *fallbackBed, from *testbed.Host) {
+	t.Helper()
 	body := make([]byte, 3<<20)
 	_, _ = rand.Read(body)
 	sum := sha256.Sum256(body)
-	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.srvPath.B4.String(), "8080"))
+	ln, err := n.srv.Listen("tcp4", net.JoinHostPort(n.srvPath.B4.String(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,20 +446,20 @@ func TestFallbackTransparentCapture(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body))
 		_, _ = c.Write(body)
 	}()
-	cmd := exec.Command("curl", "-sS", "--max-time", "20", "-o", "-", fmt.Sprintf("http://%s:8080/", n.srvPath.B4))
+	cmd := exec.Command("curl", "-sS", "--max-time", "20", "-o", "-", "http://"+ln.Addr().String()+"/")
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := n.cli.Start(cmd); err != nil {
+	if err := from.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("curl: %v: %s", err, stderr.String())
+		t.Fatalf("curl on %s: %v: %s", from.Name, err, stderr.String())
 	}
 	if got := sha256.Sum256(out.Bytes()); got != sum {
 		t.Errorf("curl got %d bytes with another hash than the %d sent", out.Len(), len(body))
 	}
-	if from := <-seen; !strings.HasPrefix(from, n.srvPath.A4.String()+":") {
-		t.Errorf("the destination's client was %s, want the converter (%s)", from, n.srvPath.A4)
+	if peer := <-seen; !strings.HasPrefix(peer, n.srvPath.A4.String()+":") {
+		t.Errorf("the destination's client was %s, want the converter (%s)", peer, n.srvPath.A4)
 	}
 }
 
