@@ -24,12 +24,14 @@ import (
 // forwards them to their destinations.
 //
 // The values set are checked in every mode. The table must be complete in
-// mode "fallback", and in mode "auto" when Converter is set: a converter,
-// one way to authenticate (KeyID and KeyFile, or TLS) and at least one
-// way in for applications (SocksListen, Capture.RedirectPort or
-// Capture.TProxyPort). In mode "auto" with Converter "" the fallback is
-// not available: on a kernel without MPTCP the daemon has nothing to fall
-// back to.
+// mode "fallback", and in every other mode when Converter is set: a
+// converter, one way to authenticate (KeyID and KeyFile, or TLS) and at
+// least one way in for applications (SocksListen, Capture.RedirectPort or
+// Capture.TProxyPort). In modes "kernel" and "userspace" (and "auto" on a
+// kernel with MPTCP) a converter set here is reached over kernel MPTCP:
+// one MPTCP connection per application connection, whose subflows the
+// kernel's path manager adds. With Converter "" there is no fallback: on a
+// kernel without MPTCP, mode "auto" has nothing to fall back to.
 type Fallback struct {
 	// Converter is the converter's address, "IP:port": an IP address, not
 	// a name, since transparent capture must exclude it.
@@ -250,7 +252,7 @@ func (f *Fallback) validate(p *problems, mode Mode) {
 	}
 	f.Capture.validate(p, f.Mark, socksPort)
 
-	if mode != ModeFallback && (mode != ModeAuto || f.Converter == "") {
+	if mode != ModeFallback && f.Converter == "" {
 		return
 	}
 	// The file may have no [fallback] table at all: such problems are

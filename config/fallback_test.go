@@ -270,13 +270,13 @@ func TestParseBadFallback(t *testing.T) {
 			[]string{"applications would have no way to use the fallback", "capture.redirect_port or capture.tproxy_port"}},
 
 		// Values, in every mode.
-		{"converter name", "[fallback]\nconverter = \"conv.example.org:7445\"\n", 2, "fallback.converter",
+		{"converter name", "[fallback]\nconverter = \"conv.example.org:7445\"\nkey_id = \"k\"\nkey_file = \"/k\"\n", 2, "fallback.converter",
 			[]string{`"conv.example.org:7445" names its host`, "by IP address", `"[2001:db8::1]:7445"`}},
 		{"converter without port", "mode = \"fallback\"\n[fallback]\nkey_id = \"a\"\nkey_file = \"/k\"\nconverter = \"192.0.2.1\"\n", 5, "fallback.converter", []string{`"192.0.2.1" is not IP:port`}},
-		{"converter port 0", "[fallback]\nconverter = \"192.0.2.1:0\"\n", 2, "fallback.converter", []string{"port 0", "1..65535"}},
-		{"converter port too big", "[fallback]\nconverter = \"192.0.2.1:65536\"\n", 2, "fallback.converter", []string{"is not IP:port"}},
-		{"converter unspecified", "[fallback]\nconverter = \"[::]:7445\"\n", 2, "fallback.converter", []string{":: is not a unicast address"}},
-		{"converter multicast", "[fallback]\nconverter = \"224.0.0.1:7445\"\n", 2, "fallback.converter", []string{"224.0.0.1 is not a unicast address"}},
+		{"converter port 0", "[fallback]\nconverter = \"192.0.2.1:0\"\nkey_id = \"k\"\nkey_file = \"/k\"\n", 2, "fallback.converter", []string{"port 0", "1..65535"}},
+		{"converter port too big", "[fallback]\nconverter = \"192.0.2.1:65536\"\nkey_id = \"k\"\nkey_file = \"/k\"\n", 2, "fallback.converter", []string{"is not IP:port"}},
+		{"converter unspecified", "[fallback]\nconverter = \"[::]:7445\"\nkey_id = \"k\"\nkey_file = \"/k\"\n", 2, "fallback.converter", []string{":: is not a unicast address"}},
+		{"converter multicast", "[fallback]\nconverter = \"224.0.0.1:7445\"\nkey_id = \"k\"\nkey_file = \"/k\"\n", 2, "fallback.converter", []string{"224.0.0.1 is not a unicast address"}},
 		{"converter type", "[fallback]\nconverter = 7445\n", 2, "fallback.converter", []string{"got an integer", "IP address and port"}},
 		{"key_id space", "[fallback]\nkey_id = \"my laptop\"\n", 2, "fallback.key_id", []string{`"my laptop" contains " " (byte 3)`, `printable ASCII characters without spaces or "#"`}},
 		{"key_id hash", "[fallback]\nkey_id = \"a#b\"\n", 2, "fallback.key_id", []string{`contains "#"`}},
@@ -710,4 +710,12 @@ func FuzzParseUsers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestKernelModeConverterNeedsCredentials: in kernel mode a converter
+// set in [fallback] is used (over kernel MPTCP), so the table must be
+// complete there too.
+func TestKernelModeConverterNeedsCredentials(t *testing.T) {
+	checkParseError(t, "mode = \"kernel\"\n[fallback]\nconverter = \"192.0.2.1:7445\"\n", 2, "fallback.key_id",
+		[]string{"no way to authenticate to the converter"})
 }

@@ -214,6 +214,25 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	var wg sync.WaitGroup
+	if fallbackUsable(cfg) {
+		// A converter is configured: applications reach it through the
+		// fallback client's ways in, over one kernel MPTCP connection per
+		// application connection; the kernel's path manager adds the
+		// subflows.
+		fc, err := newFallbackClient(cfg, nsfd, log, nil, n.publishMPX)
+		if err != nil {
+			stopBG()
+			svc.Close()
+			return err
+		}
+		fc.MPX().KernelMPTCP = true
+		n.fb = fc.MPX()
+		wg.Go(func() {
+			if err := netns.Do(nsfd, func() error { return fc.Run(bg) }); err != nil {
+				log.Error("fallback client stopped", "err", err)
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := svc.Serve(bg); err != nil {
 			log.Error("API stopped", "error", err)

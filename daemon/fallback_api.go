@@ -111,7 +111,7 @@ type fallbackNode struct {
 	nsfd    int
 	reason  string
 	source  string
-	client  sessionLister
+	client  *mpx.Client
 	conv    *converterRole
 	broker  *events.Broker
 	ready   atomic.Bool
@@ -121,11 +121,6 @@ type fallbackNode struct {
 	state  netmon.State
 	paths  []mpx.Path
 	limits mpx.Limits
-}
-
-// sessionLister is the part of the client role the backend reads.
-type sessionLister interface {
-	Sessions() []*mpx.Conn
 }
 
 var _ api.Backend = (*fallbackNode)(nil)
@@ -252,7 +247,7 @@ func (f *fallbackNode) Connections(_ context.Context, filter diag.Filter) ([]dia
 }
 
 // mpxConnections lists the sessions of the fallback roles that run.
-func mpxConnections(client sessionLister, conv *converterRole, filter diag.Filter, ifIndex func(netip.Addr) int) []diag.Connection {
+func mpxConnections(client *mpx.Client, conv *converterRole, filter diag.Filter, ifIndex func(netip.Addr) int) []diag.Connection {
 	var out []diag.Connection
 	add := func(sessions []*mpx.Conn, converter bool) {
 		for _, s := range sessions {

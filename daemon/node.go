@@ -28,8 +28,10 @@ import (
 // node is one running daemon: the namespace it manages, its kernel
 // clients, and the state the API reports. It is the API's Backend.
 type node struct {
-	// conv is the converter role, when enabled.
+	// conv is the converter role, when enabled; fb the fallback client
+	// over kernel MPTCP, when [fallback] names a converter.
 	conv    *converterRole
+	fb      *mpx.Client
 	log     *slog.Logger
 	opts    Options
 	nsfd    int
@@ -608,10 +610,10 @@ func (n *node) switchWatcher(next *config.Config) error {
 // sessions when the converter role runs.
 func (n *node) Connections(ctx context.Context, f diag.Filter) ([]diag.Connection, error) {
 	conns, err := n.diag.Connections(ctx, f)
-	if err != nil || n.conv == nil {
+	if err != nil || n.conv == nil && n.fb == nil {
 		return conns, err
 	}
-	return append(conns, mpxConnections(nil, n.conv, f, nil)...), nil
+	return append(conns, mpxConnections(n.fb, n.conv, f, nil)...), nil
 }
 
 // publishMPX publishes an event of the converter's sessions.
@@ -630,8 +632,8 @@ func (n *node) ConnectionPolicy(token uint32) (userspace.ConnInfo, bool) {
 
 func (n *node) Connection(ctx context.Context, token uint32) (diag.Connection, error) {
 	c, err := n.diag.Connection(ctx, token)
-	if errors.Is(err, diag.ErrNotFound) && n.conv != nil {
-		if conns := mpxConnections(nil, n.conv, diag.Filter{Tokens: []uint32{token}}, nil); len(conns) > 0 {
+	if errors.Is(err, diag.ErrNotFound) && (n.conv != nil || n.fb != nil) {
+		if conns := mpxConnections(n.fb, n.conv, diag.Filter{Tokens: []uint32{token}}, nil); len(conns) > 0 {
 			return conns[0], nil
 		}
 	}

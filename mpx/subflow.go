@@ -94,12 +94,21 @@ func tuneSocket(tc *net.TCPConn, cfg *Config) (syscall.RawConn, error) {
 	}
 	var serr error
 	err = raw.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, cfg.NotSentLowat); serr != nil {
-			serr = fmt.Errorf("TCP_NOTSENT_LOWAT: %w", serr)
-			return
-		}
-		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(cfg.UserTimeout/time.Millisecond)); serr != nil {
-			serr = fmt.Errorf("TCP_USER_TIMEOUT: %w", serr)
+		for _, o := range []struct {
+			name string
+			opt  int
+			v    int
+		}{
+			{"TCP_NOTSENT_LOWAT", unix.TCP_NOTSENT_LOWAT, cfg.NotSentLowat},
+			{"TCP_USER_TIMEOUT", unix.TCP_USER_TIMEOUT, int(cfg.UserTimeout / time.Millisecond)},
+		} {
+			e := unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, o.opt, o.v)
+			// A kernel MPTCP socket (KernelMPTCP) may not have every TCP
+			// option; its subflows then keep the kernel's defaults.
+			if e != nil && !errors.Is(e, unix.ENOPROTOOPT) && !errors.Is(e, unix.EOPNOTSUPP) {
+				serr = fmt.Errorf("%s: %w", o.name, e)
+				return
+			}
 		}
 	})
 	if err == nil {

@@ -567,3 +567,31 @@ func TestFallbackInAPI(t *testing.T) {
 	_ = c.(*net.TCPConn).CloseWrite()
 	<-res
 }
+
+// TestFallbackOverKernelMPTCP runs the client in kernel mode: with a
+// converter configured, its SOCKS5 server carries each application
+// connection over one kernel MPTCP connection to the converter, and the
+// kernel's path manager adds the second path's subflow.
+func TestFallbackOverKernelMPTCP(t *testing.T) {
+	t.Parallel()
+	n := newFallbackDaemonsBed(t, 2)
+	if err := n.cli.WriteSysctl("net/mptcp/enabled", "1"); err != nil {
+		t.Fatal(err)
+	}
+	n.startConverter("", "")
+	n.startClient("kernel", "", "")
+	joins, err := n.conv.Counter("MPTcpExtMPJoinAckRx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, res := n.sink(t, 2<<20)
+	c, code, err := n.socksDial(t, dst)
+	if err != nil || code != 0 {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	defer c.Close()
+	transfer(t, c, 2<<20, res, nil)
+	if after, err := n.conv.Counter("MPTcpExtMPJoinAckRx"); err != nil || after <= joins {
+		t.Errorf("the converter saw no MPTCP join (MPTcpExtMPJoinAckRx %d → %d, %v): the session did not run over kernel MPTCP with two subflows", joins, after, err)
+	}
+}
