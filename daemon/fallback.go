@@ -19,6 +19,7 @@ import (
 	"github.com/mptcpd/mptcpd/config"
 	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/fallback"
+	"github.com/mptcpd/mptcpd/metrics"
 	"github.com/mptcpd/mptcpd/mpx"
 	"github.com/mptcpd/mptcpd/netmon"
 	"github.com/mptcpd/mptcpd/netns"
@@ -202,7 +203,16 @@ func runFallback(ctx context.Context, opts Options, cfg *config.Config, nsfd int
 		return err
 	}
 	fn.client = client.MPX()
-	svc, err := listenAPI(cfg, fn, nil, log)
+	var m *metrics.Metrics
+	var ml net.Listener
+	if cfg.Metrics.Listen != "" {
+		m = metrics.New(func() float64 { return float64(len(client.MPX().Sessions())) })
+		if ml, err = metrics.Listen(cfg.Metrics.Listen); err != nil {
+			return err
+		}
+		defer ml.Close()
+	}
+	svc, err := listenAPI(cfg, fn, m, log)
 	if err != nil {
 		return err
 	}
@@ -230,6 +240,13 @@ func runFallback(ctx context.Context, opts Options, cfg *config.Config, nsfd int
 			log.Error("API stopped", "error", err)
 		}
 	})
+	if ml != nil {
+		wg.Go(func() {
+			if err := m.Serve(ctx, ml); err != nil {
+				log.Error("metrics stopped", "error", err)
+			}
+		})
+	}
 	runErr := make(chan error, 1)
 	wg.Go(func() {
 		// The ways in (listeners, nftables rules) belong to the namespace:

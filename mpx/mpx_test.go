@@ -597,3 +597,89 @@ func TestSessionIPv6(t *testing.T) {
 	}
 	roundTrip(t, c, 1<<20)
 }
+
+// TestJoinFloodBounded sends JOINs with made-up tokens from one source
+// faster than the converter allows: past the burst they are refused as
+// BUSY without a token lookup, and a genuine session is unaffected.
+func TestJoinFloodBounded(t *testing.T) {
+	conv := startConverter(t, func(s *Server) { s.JoinRate, s.JoinBurst = 5, 10 })
+	busy := 0
+	for i := range 40 {
+		nc, err := net.Dial("tcp", conv.addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+		j := &joinRequest{token: uint64(i) + 1, local: 1, generation: 1}
+		if _, err := nc.Write(j.encode()); err != nil {
+			t.Fatal(err)
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(nc, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		switch Status(b[0]) {
+		case StatusBusy:
+			busy++
+		case StatusUnknownToken:
+		default:
+			t.Fatalf("join %d: %v", i, Status(b[0]))
+		}
+		nc.Close()
+	}
+	if busy < 25 {
+		t.Errorf("%d of 40 JOINs in a burst were refused as busy, want at least 25 (burst 10, 5/s)", busy)
+	}
+}
+
+// TestAdvertisedAddressJoined: the converter advertises a second address
+// (ADD_ADDR); a client that accepts advertisements opens a subflow to it.
+func TestAdvertisedAddressJoined(t *testing.T) {
+	second, err := net.Listen("tcp4", "127.0.0.5:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := startConverter(t, func(s *Server) {
+		s.Advertise = func() []Advert {
+			return []Advert{{ID: 3, Addr: addrPortOf(second.Addr())}}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = conv.srv.Serve(ctx, second)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	echo := echoServer(t)
+	cl := newClient(conv)
+	cl.Limits = Limits{Subflows: 2, AddAddrAccepted: 1}
+	c, err := cl.Dial(context.Background(), AddrFromAddrPort(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitSubflows(t, c, 2)
+	var toSecond bool
+	for _, sf := range c.Stats().Subflows {
+		toSecond = toSecond || sf.Remote == addrPortOf(second.Addr()) && sf.RemoteID == 3
+	}
+	if !toSecond {
+		t.Fatalf("no subflow to the advertised address: %+v", c.Stats().Subflows)
+	}
+	// A client that accepts none stays on one subflow.
+	cl0 := newClient(conv)
+	c0, err := cl0.Dial(context.Background(), AddrFromAddrPort(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c0.Close()
+	time.Sleep(300 * time.Millisecond)
+	if n := len(c0.Stats().Subflows); n != 1 {
+		t.Errorf("client with add_addr_accepted 0 has %d subflows, want 1", n)
+	}
+	roundTrip(t, c, 1<<20)
+}
