@@ -125,9 +125,16 @@ func (cl *Client) SetPaths(paths []Path) {
 	}
 	cl.mu.Unlock()
 	for _, p := range old {
-		if !slices.ContainsFunc(paths, func(q Path) bool { return q.ID == p.ID && q.Addr == p.Addr }) {
+		i := slices.IndexFunc(paths, func(q Path) bool { return q.ID == p.ID && q.Addr == p.Addr })
+		switch {
+		case i < 0:
 			for _, s := range sessions {
 				s.c.withdraw(p.ID)
+			}
+		case paths[i].Backup != p.Backup:
+			// The path stays, its backup flag changed: MP_PRIO's job.
+			for _, s := range sessions {
+				s.c.setBackup(p.ID, paths[i].Backup)
 			}
 		}
 	}

@@ -683,3 +683,63 @@ func TestAdvertisedAddressJoined(t *testing.T) {
 	}
 	roundTrip(t, c, 1<<20)
 }
+
+// TestBackupFlagChange turns a path into a backup path on a live session:
+// the subflow is marked on both sides (PRIO), and a transfer then runs on
+// the other path only.
+func TestBackupFlagChange(t *testing.T) {
+	conv := startConverter(t, nil)
+	echo := echoServer(t)
+	a, b := Path{ID: 1, Addr: netip.MustParseAddr("127.0.0.1")}, Path{ID: 2, Addr: netip.MustParseAddr("127.0.0.2")}
+	cl := newClient(conv, a, b)
+	c, err := cl.Dial(context.Background(), AddrFromAddrPort(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitSubflows(t, c, 2)
+	b.Backup = true
+	cl.SetPaths([]Path{a, b})
+	var server *Conn
+	if err := waitFor(5*time.Second, func() bool {
+		for _, s := range conv.srv.Sessions() {
+			if s.Token() == c.Token() {
+				server = s
+			}
+		}
+		if server == nil {
+			return false
+		}
+		for _, sf := range server.Stats().Subflows {
+			if sf.LocalID == 2 && sf.PeerBackup {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatalf("the converter never saw subflow 2 marked backup: %+v", server.Stats().Subflows)
+	}
+	var before uint64
+	for _, sf := range c.Stats().Subflows {
+		if sf.LocalID == 2 {
+			before = sf.BytesSent
+		}
+	}
+	roundTrip(t, c, 4<<20)
+	for _, sf := range c.Stats().Subflows {
+		if sf.LocalID == 2 && sf.BytesSent-before > 64<<10 {
+			t.Errorf("the backup subflow carried %d bytes while the primary worked", sf.BytesSent-before)
+		}
+	}
+}
+
+func waitFor(d time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}

@@ -422,6 +422,33 @@ func (c *Conn) withdraw(id uint8) {
 	}
 }
 
+// setBackup marks the subflows of local address id as backup or not, and
+// tells the peer (PRIO) on each subflow that changed.
+func (c *Conn) setBackup(id uint8, backup bool) {
+	c.mu.Lock()
+	var changed []SubflowInfo
+	for _, sf := range c.subflows {
+		own := sf.localID
+		if !c.client {
+			own = sf.remoteID
+		}
+		if own != id || sf.backup == backup {
+			continue
+		}
+		sf.backup = backup
+		sf.ctrl = appendPrio(sf.ctrl, backup)
+		c.wakeSF(sf)
+		changed = append(changed, sf.info())
+	}
+	if len(changed) > 0 {
+		c.wakeData()
+	}
+	c.mu.Unlock()
+	for _, info := range changed {
+		c.emit(Event{Kind: EventSubPriority, Token: c.keys.token, Subflow: info})
+	}
+}
+
 // tcpSample is what the periodic check reads from TCP_INFO.
 type tcpSample struct {
 	ok          bool
