@@ -1305,7 +1305,12 @@ func want(key string) string {
 			return "a string in " + wantPrefix
 		}
 		return `a list of prefixes, e.g. ["192.0.2.0/24", "2001:db8::/32"]`
-	case "interfaces.allow", "interfaces.deny", "rule.interfaces", "fallback.capture.tproxy_interfaces":
+	case "fallback.capture.tproxy_interfaces":
+		if elem {
+			return `a string: an interface name such as "eth1"`
+		}
+		return `a list of interface names, e.g. ["eth1", "wlan0"]`
+	case "interfaces.allow", "interfaces.deny", "rule.interfaces":
 		if elem {
 			return `a string: an interface name pattern such as "eth*"`
 		}

@@ -93,9 +93,10 @@ type Capture struct {
 	// TProxyPort captures routed TCP (nftables TPROXY) to this port; 0
 	// for none.
 	TProxyPort uint16 `toml:"tproxy_port"`
-	// TProxyInterfaces are the name patterns (path.Match syntax, as in
-	// [interfaces]) of the interfaces whose incoming TCP is captured with
-	// TPROXY; empty for all but loopback. It needs TProxyPort.
+	// TProxyInterfaces are the names of the interfaces whose incoming TCP
+	// is captured with TPROXY (names, not patterns: the kernel matches
+	// them as packets arrive, so an interface may appear later); empty for
+	// all but loopback. It needs TProxyPort.
 	TProxyInterfaces []string `toml:"tproxy_interfaces"`
 	// Ports, when not empty, limit capture to these destination ports
 	// (1..65535, each once).
@@ -322,12 +323,15 @@ func (c *Capture) validate(p *problems, mark uint32, socksPort uint16) {
 	case len(c.TProxyInterfaces) > 0 && c.TProxyPort == 0:
 		p.add(k, 0, "given, but tproxy_port is 0, so nothing is captured with TPROXY (set tproxy_port, or tproxy_interfaces = [])")
 	}
-	checkPatterns(p, k, c.TProxyInterfaces)
 	for i, pat := range c.TProxyInterfaces {
 		switch {
+		case pat == "":
+			p.add(k, i+1, "empty (want an interface name, e.g. \"eth1\")")
+		case strings.ContainsAny(pat, `*?[\`) || strings.ContainsAny(pat, " /:"):
+			p.add(k, i+1, "%q is not an interface name (want names such as \"eth1\"; patterns are not matched here)", pat)
 		case pat == "lo":
 			p.add(k, i+1, `"lo" cannot be a TPROXY interface: its traffic is this host's own (capture it with redirect_port)`)
-		case len(pat) > ifNameMax && !strings.ContainsAny(pat, `*?[\`):
+		case len(pat) > ifNameMax:
 			p.add(k, i+1, "%q is %d bytes long, and interface names are at most %d (want %s)", pat, len(pat), ifNameMax, want(k+"[1]"))
 		case slices.Contains(c.TProxyInterfaces[:i], pat):
 			p.add(k, i+1, "%q is listed twice (list each pattern once)", pat)
