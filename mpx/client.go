@@ -477,8 +477,10 @@ func (cl *Client) join(s *clientSession, k subflowKey, p Path, remote netip.Addr
 		cl.mu.Unlock()
 		return
 	}
-	if errors.Is(err, &StatusError{Status: StatusUnknownToken}) && !s.anyLive() {
-		// The converter has forgotten the session: it is over.
+	if (errors.Is(err, &StatusError{Status: StatusUnknownToken}) || errors.Is(err, syscall.ECONNREFUSED)) && !s.anyLive() {
+		// The converter has forgotten the session (it restarted), or
+		// nothing listens where it was: with no subflow left, the
+		// session is over.
 		cl.mu.Unlock()
 		s.c.end(fmt.Errorf("the converter ended the session: %w", err))
 		return

@@ -61,7 +61,9 @@ func Pipe(ctx context.Context, a, b HalfCloser) (aToB, bToA int64, err error) {
 //
 // Pipe returns when both directions have ended, when ctx ends, or at the
 // first error; in the last two cases it closes both connections at once to
-// stop the other direction. Both connections are closed when Pipe returns.
+// stop the other direction, resetting those that are TCP connections, so
+// that neither end takes a stream cut short for a complete one. Both
+// connections are closed when Pipe returns.
 // It returns the byte counts copied each way and the first error: nil when
 // both streams ended normally, ctx's cause when ctx ended first, else the
 // read, write or close error that ended the relay.
@@ -111,8 +113,18 @@ func (p *pipe) shut(err error) {
 		p.err = err
 	}
 	p.closing = true
+	failed := p.err != nil
 	p.mu.Unlock()
 	p.once.Do(func() {
+		// A stream cut short by an error is reset, not ended: a TCP peer
+		// must not take what it got for the whole stream.
+		if failed {
+			for _, c := range []HalfCloser{p.a, p.b} {
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+			}
+		}
 		// Close errors are not reported: the relay is over, and a socket
 		// close has nothing left to lose.
 		_ = p.a.Close()

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -594,4 +595,55 @@ func TestFallbackOverKernelMPTCP(t *testing.T) {
 	if after, err := n.conv.Counter("MPTcpExtMPJoinAckRx"); err != nil || after <= joins {
 		t.Errorf("the converter saw no MPTCP join (MPTcpExtMPJoinAckRx %d → %d, %v): the session did not run over kernel MPTCP with two subflows", joins, after, err)
 	}
+}
+
+// TestFallbackConverterLoss kills the converter in the middle of a
+// download: the application's connection is reset within seconds (the
+// client finds nothing listening where the converter was) instead of
+// hanging, or of ending as if the transfer were complete.
+func TestFallbackConverterLoss(t *testing.T) {
+	t.Parallel()
+	n := newFallbackDaemonsBed(t, 2)
+	conv := n.startConverter("", "")
+	n.startClient("fallback", "", "")
+	const size = 64 << 20
+	dst, _ := n.sink(t, size)
+	for _, p := range n.paths {
+		if err := p.Shape("20mbit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, code, err := n.socksDial(t, dst)
+	if err != nil || code != 0 {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).CloseWrite() // the sink answers once it read everything
+	buf := make([]byte, 64<<10)
+	got := 0
+	for got < 1<<20 {
+		k, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("before the converter was killed, after %d bytes: %v", got, err)
+		}
+		got += k
+	}
+	if err := conv.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(45 * time.Second))
+	var rerr error
+	for rerr == nil {
+		var k int
+		k, rerr = c.Read(buf)
+		got += k
+	}
+	if errors.Is(rerr, os.ErrDeadlineExceeded) || time.Since(killed) > 15*time.Second {
+		t.Fatalf("the application's connection ended only %v after the converter died (%v)", time.Since(killed).Round(time.Second), rerr)
+	}
+	if rerr == io.EOF || got >= size {
+		t.Fatalf("the stream ended cleanly (%v, %d of %d bytes) although the converter died: the application cannot tell it from a complete transfer", rerr, got, size)
+	}
+	t.Logf("connection ended %v after the converter died (%v) with %d of %d bytes", time.Since(killed).Round(time.Millisecond), rerr, got, size)
 }
