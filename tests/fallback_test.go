@@ -26,6 +26,7 @@ import (
 
 	"github.com/mptcpd/mptcpd/api"
 	pb "github.com/mptcpd/mptcpd/proto/mptcpd/v1"
+	"github.com/mptcpd/mptcpd/tests/load"
 	"github.com/mptcpd/mptcpd/tests/testbed"
 )
 
@@ -100,49 +101,19 @@ func sendPattern(w io.Writer, size int) [32]byte {
 // server and returns the connection, or the server's reply code.
 func (n *fallbackBed) socksDial(t *testing.T, dst netip.AddrPort) (net.Conn, byte, error) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
 	var c net.Conn
 	err := n.cli.Do(func() error {
 		var err error
-		c, err = net.DialTimeout("tcp", "127.0.0.1:1080", 5*time.Second)
+		c, err = load.DialSOCKS5(ctx, &net.Dialer{}, "127.0.0.1:1080", dst.String(), nil)
 		return err
 	})
-	if err != nil {
-		return nil, 0, err
+	var se *load.SOCKS5Error
+	if errors.As(err, &se) {
+		return nil, se.Code, nil
 	}
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-	req := []byte{5, 1, 0, 5, 1, 0}
-	if dst.Addr().Is4() {
-		a := dst.Addr().As4()
-		req = append(append(req, 1), a[:]...)
-	} else {
-		a := dst.Addr().As16()
-		req = append(append(req, 4), a[:]...)
-	}
-	req = binary.BigEndian.AppendUint16(req, dst.Port())
-	if _, err := c.Write(req); err != nil {
-		c.Close()
-		return nil, 0, err
-	}
-	var hdr [6]byte
-	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		c.Close()
-		return nil, 0, fmt.Errorf("reading the SOCKS reply: %w", err)
-	}
-	if hdr[3] != 0 {
-		c.Close()
-		return nil, hdr[3], nil
-	}
-	rest := 4 + 2 + 2
-	if hdr[5] == 4 {
-		rest = 16 + 2 + 2
-	}
-	var tail [20]byte
-	if _, err := io.ReadFull(c, tail[:rest-2]); err != nil {
-		c.Close()
-		return nil, 0, err
-	}
-	_ = c.SetDeadline(time.Time{})
-	return c, 0, nil
+	return c, 0, err
 }
 
 // ifBytes returns the bytes sent and received by an interface of h, from
