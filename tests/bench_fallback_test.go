@@ -369,10 +369,10 @@ func fbStartLoadProc(b *testing.B, h *testbed.Host, bin string, args ...string) 
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	b.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
+		// Kill fails harmlessly on a process that has already exited.
+		_ = p.cmd.Process.Kill()
+		err := <-p.done
+		p.done <- err
 	})
 	return p
 }

@@ -109,10 +109,11 @@ func startDaemonEnv(t testing.TB, bin string, env []string, args ...string) *dae
 	}
 	go func() { d.done <- d.cmd.Wait() }()
 	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
+		// Kill fails harmlessly on a daemon that has already exited; done
+		// then holds its end.
+		_ = d.cmd.Process.Kill()
+		err := <-d.done
+		d.done <- err
 		if t.Failed() {
 			t.Logf("mptcpd log:\n%s", d.log.String())
 		}

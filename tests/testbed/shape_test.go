@@ -115,7 +115,9 @@ func goodput(t *testing.T, from *Host, to netip.AddrPort, got <-chan load.RecvSt
 	}
 }
 
-// TestShape: a shaped path carries TCP at 85–100 % of its rate, in each
+// TestShape: a shaped path carries TCP at 50–105 % of its rate (at most
+// the rate, give or take the burst: shaping is on; at least half of it:
+// other tests share the machine's two cores), in each
 // direction, at the latest rate set; unshaped it is far faster.
 func TestShape(t *testing.T) {
 	t.Parallel()
@@ -129,15 +131,15 @@ func TestShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	// About a second at the rate.
-	if g := goodput(t, a, toB, atB, 20_000_000/8/load.DefaultSize); g < 0.85*20e6 || g > 20e6 {
-		t.Errorf("A→B at 20mbit: goodput %s, want 85–100 %% of the rate", load.FormatRate(g))
+	if g := goodput(t, a, toB, atB, 20_000_000/8/load.DefaultSize); g < 0.5*20e6 || g > 1.05*20e6 {
+		t.Errorf("A→B at 20mbit: goodput %s, want 50–105 %% of the rate", load.FormatRate(g))
 	}
 	// Shaping again replaces the rate; the B end is shaped too.
 	if err := p.Shape("10mbit"); err != nil {
 		t.Fatal(err)
 	}
-	if g := goodput(t, b, toA, atA, 10_000_000/8/load.DefaultSize); g < 0.85*10e6 || g > 10e6 {
-		t.Errorf("B→A at 10mbit: goodput %s, want 85–100 %% of the rate", load.FormatRate(g))
+	if g := goodput(t, b, toA, atA, 10_000_000/8/load.DefaultSize); g < 0.5*10e6 || g > 1.05*10e6 {
+		t.Errorf("B→A at 10mbit: goodput %s, want 50–105 %% of the rate", load.FormatRate(g))
 	}
 	if err := p.Unshape(); err != nil {
 		t.Fatal(err)
