@@ -527,6 +527,10 @@ func TestFallbackInAPI(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, `DATAPATH_MPX`) || !strings.Contains(r.stdout, dst.String()) {
 		t.Errorf("mptcpctl connection list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	r = runCLI(t, ctl, 0, "--server", "unix:"+filepath.Join(n.dir, "cli.sock"), "connection", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "(mpx to "+dst.String()+")") {
+		t.Errorf("mptcpctl connection list (table) does not show the MPX session: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// Kernel-only calls are refused.
 	_, err = cli.SetLimits(ctx, &pb.SetLimitsRequest{Limits: &pb.Limits{Subflows: 2}})
 	if status.Code(err) != codes.FailedPrecondition {

@@ -45,6 +45,9 @@ func (a *app) connectionListCmd() *cobra.Command {
 				if c.GetFallback() {
 					state += " (fallback to TCP)"
 				}
+				if c.GetDatapath() == mptcpdv1.Datapath_DATAPATH_MPX {
+					state += " (mpx to " + c.GetDestination() + ")"
+				}
 				t.row(formatToken(c.GetToken()),
 					hostPort(c.GetLocalAddress(), c.GetLocalPort()),
 					hostPort(c.GetRemoteAddress(), c.GetRemotePort()),
@@ -116,6 +119,13 @@ func (a *app) printConnection(c *mptcpdv1.Connection) error {
 	t.row("remote:", hostPort(c.GetRemoteAddress(), c.GetRemotePort()))
 	t.row("state:", c.GetState())
 	t.row("fallback to TCP:", yesNo(c.GetFallback()))
+	if c.GetDatapath() == mptcpdv1.Datapath_DATAPATH_MPX {
+		side := "client"
+		if c.GetConverterSide() {
+			side = "converter"
+		}
+		t.row("datapath:", fmt.Sprintf("mpx session %#016x to %s, %s side", c.GetMpxToken(), c.GetDestination(), side))
+	}
 	if c.GetRule() != "" {
 		side := "client"
 		if c.GetServerSide() {
