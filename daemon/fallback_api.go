@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -164,12 +163,7 @@ func (f *fallbackNode) Endpoints() ([]pm.EndpointInfo, error) {
 		if p.Fullmesh {
 			flags |= genl.FlagFullmesh
 		}
-		ep := genl.Endpoint{ID: p.ID, Addr: p.Addr, Flags: flags}
-		for idx, l := range f.state.Links {
-			if l.Name == p.Dev {
-				ep.IfIndex = int32(idx)
-			}
-		}
+		ep := genl.Endpoint{ID: p.ID, Addr: p.Addr, Flags: flags, IfIndex: int32(f.state.IndexOf(p.Dev))}
 		out = append(out, pm.EndpointInfo{Endpoint: ep, Owner: pm.OwnerPolicy, Rule: "fallback path"})
 	}
 	return out, nil
@@ -300,21 +294,10 @@ func (f *fallbackNode) SetSubflowBackup(uint32, netip.AddrPort, netip.AddrPort, 
 func (f *fallbackNode) Watch(ctx context.Context, size int) ([]events.Event, *events.Subscription, error) {
 	sub := f.broker.Subscribe(size)
 	now := time.Now()
-	var snap []events.Event
 	f.mu.Lock()
 	st := f.state
 	f.mu.Unlock()
-	for _, idx := range slices.Sorted(maps.Keys(st.Links)) {
-		l := st.Links[idx]
-		kind := events.KindLinkUp
-		if !l.Running {
-			kind = events.KindLinkDown
-		}
-		snap = append(snap, events.Event{Kind: kind, Time: now, Link: &l})
-	}
-	for _, a := range st.Addrs {
-		snap = append(snap, events.Event{Kind: events.KindAddressAdded, Time: now, Addr: &a})
-	}
+	snap := interfaceSnapshot(st, now)
 	eps, _ := f.Endpoints()
 	for _, ep := range eps {
 		snap = append(snap, events.Event{Kind: events.KindEndpointAdded, Time: now, Endpoint: &ep})
@@ -335,10 +318,5 @@ func (f *fallbackNode) InterfaceName(index int) string {
 func (f *fallbackNode) InterfaceIndex(name string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for idx, l := range f.state.Links {
-		if l.Name == name {
-			return idx
-		}
-	}
-	return 0
+	return f.state.IndexOf(name)
 }

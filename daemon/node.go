@@ -691,21 +691,10 @@ func (n *node) SetSubflowBackup(token uint32, local, remote netip.AddrPort, back
 func (n *node) Watch(ctx context.Context, size int) ([]events.Event, *events.Subscription, error) {
 	sub := n.broker.Subscribe(size)
 	now := time.Now()
-	var snap []events.Event
 	n.stateMu.RLock()
 	st := n.state
 	n.stateMu.RUnlock()
-	for _, idx := range slices.Sorted(maps.Keys(st.Links)) {
-		l := st.Links[idx]
-		kind := events.KindLinkUp
-		if !l.Running {
-			kind = events.KindLinkDown
-		}
-		snap = append(snap, events.Event{Kind: kind, Time: now, Link: &l})
-	}
-	for _, a := range st.Addrs {
-		snap = append(snap, events.Event{Kind: events.KindAddressAdded, Time: now, Addr: &a})
-	}
+	snap := interfaceSnapshot(st, now)
 	infos, err := n.rec.Endpoints()
 	if err != nil {
 		sub.Close()
@@ -734,10 +723,23 @@ func (n *node) InterfaceName(index int) string {
 func (n *node) InterfaceIndex(name string) int {
 	n.stateMu.RLock()
 	defer n.stateMu.RUnlock()
-	for idx, l := range n.state.Links {
-		if l.Name == name {
-			return idx
+	return n.state.IndexOf(name)
+}
+
+// interfaceSnapshot is the start of a watch's snapshot: every link, up or
+// down, by index, then every address.
+func interfaceSnapshot(st netmon.State, now time.Time) []events.Event {
+	var snap []events.Event
+	for _, idx := range slices.Sorted(maps.Keys(st.Links)) {
+		l := st.Links[idx]
+		kind := events.KindLinkUp
+		if !l.Running {
+			kind = events.KindLinkDown
 		}
+		snap = append(snap, events.Event{Kind: kind, Time: now, Link: &l})
 	}
-	return 0
+	for _, a := range st.Addrs {
+		snap = append(snap, events.Event{Kind: events.KindAddressAdded, Time: now, Addr: &a})
+	}
+	return snap
 }

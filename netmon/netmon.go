@@ -130,6 +130,17 @@ type State struct {
 	Routes []Route
 }
 
+// IndexOf returns the index of the interface named name, 0 if there is
+// none.
+func (s State) IndexOf(name string) int {
+	for idx, l := range s.Links {
+		if l.Name == name {
+			return idx
+		}
+	}
+	return 0
+}
+
 // HasRoute reports whether the interface carries a route other than those
 // to its own connected subnets: a default route, a route via a gateway, or
 // any route in any table whose destination is not the subnet of one of the
