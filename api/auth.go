@@ -220,15 +220,17 @@ func (a Access) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Stre
 }
 
 // ServerTLS returns the TLS configuration of a TCP listener that requires
-// client certificates signed by the CA in caFile.
+// client certificates signed by the CA in caFile (mutual TLS, TLS 1.3):
+// the API's, and the fallback converter's. Its errors name the files; the
+// caller names the configuration keys.
 func ServerTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("api.tcp: loading the server certificate %s and key %s: %w", certFile, keyFile, err)
+		return nil, fmt.Errorf("loading the server certificate %s and key %s: %w", certFile, keyFile, err)
 	}
 	pool, err := loadPool(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("api.tcp.client_ca: %w", err)
+		return nil, fmt.Errorf("client CA %s: %w", caFile, err)
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},

@@ -462,7 +462,7 @@ func listenAPI(cfg *config.Config, backend api.Backend, m *metrics.Metrics, log 
 	if t := cfg.API.TCP; t.Listen != "" && !t.Insecure {
 		tlsConf, err := api.ServerTLS(t.Cert, t.Key, t.ClientCA)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("api.tcp: %w", err)
 		}
 		opts.TLS = tlsConf
 	}

@@ -3,12 +3,10 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"reflect"
 	"strconv"
 	"sync"
@@ -16,6 +14,7 @@ import (
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/mptcpd/mptcpd/api"
 	"github.com/mptcpd/mptcpd/config"
 	"github.com/mptcpd/mptcpd/events"
 	"github.com/mptcpd/mptcpd/fallback"
@@ -75,28 +74,14 @@ func newFallbackClient(cfg *config.Config, nsfd int, log *slog.Logger, ready fun
 	return c, nil
 }
 
+// clientTLS is the fallback client's certificate and the converter's CA.
 func clientTLS(t config.FallbackTLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	conf, err := api.ClientTLS(t.Cert, t.Key, t.CA)
 	if err != nil {
 		return nil, err
 	}
-	pool, err := loadPool(t.CA)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: t.ServerName, MinVersion: tls.VersionTLS13}, nil
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
+	conf.ServerName = t.ServerName
+	return conf, nil
 }
 
 // newConverter builds the converter role from the configuration.
@@ -117,16 +102,11 @@ func newConverter(cfg *config.Config, nsfd int, log *slog.Logger, events func(mp
 		opts.Keys = keys
 	}
 	if c.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+		conf, err := api.ServerTLS(c.TLS.Cert, c.TLS.Key, c.TLS.ClientCA)
 		if err != nil {
 			return nil, fmt.Errorf("converter.tls: %w", err)
 		}
-		pool, err := loadPool(c.TLS.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("converter.tls.client_ca: %w", err)
-		}
-		opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
-			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+		opts.TLS = conf
 	}
 	if nsfd != 0 {
 		opts.InNS = func(fn func() error) error { return netns.Do(nsfd, fn) }
