@@ -55,10 +55,19 @@ func lockNamespace(dir string, inode uint64, nsName string) (*os.File, error) {
 }
 
 // otherPathManagers lists processes of other MPTCP path-manager daemons
-// (the mptcpd C daemon Debian ships as /usr/libexec/mptcpd) whose network
-// namespace is the one with the given inode.
+// whose network namespace is the one with the given inode: the mptcpd C
+// daemon, which Debian ships as /usr/libexec/mptcpd and a build from
+// source installs under another prefix's libexec.
 func otherPathManagers(inode uint64) []string {
-	return processesIn(inode, "mptcpd", func(exe string) bool { return strings.HasPrefix(exe, "/usr/libexec/mptcpd") })
+	return processesIn(inode, "mptcpd", isCDaemon)
+}
+
+// isCDaemon reports whether exe, a process's executable as /proc shows it,
+// is the mptcpd C daemon: a file named mptcpd in a libexec directory (the
+// kernel adds " (deleted)" when a package upgrade has replaced it).
+func isCDaemon(exe string) bool {
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	return filepath.Base(exe) == "mptcpd" && filepath.Base(filepath.Dir(exe)) == "libexec"
 }
 
 // networkManagerIn reports whether NetworkManager runs in the network

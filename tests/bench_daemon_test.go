@@ -236,7 +236,7 @@ type reference struct {
 
 // findReference locates the reference daemon, fetching and unpacking it
 // (without installing the package) on first use.
-func findReference(b *testing.B) (reference, error) {
+func findReference(b testing.TB) (reference, error) {
 	b.Helper()
 	script, err := filepath.Abs("../scripts/fetch-reference-mptcpd.sh")
 	if err != nil {

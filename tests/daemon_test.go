@@ -416,3 +416,90 @@ func TestDaemonDefersToNetworkManager(t *testing.T) {
 	}
 	d.waitState("WATCHDOG=1")
 }
+
+// TestDaemonRefusesBesideCDaemon starts the mptcpd C daemon (the Debian
+// package's /usr/libexec/mptcpd, with its addr_adv plugin) in a test host,
+// then ours on the same namespace: ours must refuse to start, say why and
+// what to do, and leave the C daemon's endpoints as they are. Once the C
+// daemon has stopped, ours starts.
+func TestDaemonRefusesBesideCDaemon(t *testing.T) {
+	t.Parallel()
+	testbed.Require(t)
+	ref, err := findReference(t)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the mptcpd C daemon is needed: %v", err)
+		}
+		t.Skipf("skipping: the mptcpd C daemon is not at hand: %v", err)
+	}
+	bin := buildDaemon(t)
+	bed := testbed.New(t)
+	h, peer := bed.Host("h"), bed.Host("peer")
+	path := bed.Connect(h, peer)
+	dir := t.TempDir()
+
+	c := exec.Command(ref.bin, "--log=stderr", "--plugin-dir="+ref.pluginDir, "--load-plugins=addr_adv",
+		"--path-manager=addr_adv", "--addr-flags=subflow", "--notify-flags=existing,skip_link_local,skip_loopback")
+	clog := &syncBuffer{}
+	c.Stdout, c.Stderr = clog, clog
+	if err := h.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	cdone := make(chan error, 1)
+	go func() { cdone <- c.Wait() }()
+	stopC := func() {
+		_ = c.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-cdone:
+		case <-time.After(5 * time.Second):
+			_ = c.Process.Kill()
+			<-cdone
+		}
+	}
+	t.Cleanup(func() {
+		if c.ProcessState == nil {
+			stopC()
+		}
+		if t.Failed() {
+			t.Logf("C daemon log:\n%s", clog.String())
+		}
+	})
+	// The C daemon has made endpoints of the path's addresses: it is
+	// managing the namespace.
+	cWants := []string{path.A4.String() + " subflow", path.A6.String() + " subflow"}
+	waitEndpoints(t, h, "the C daemon's endpoints", cWants)
+	before := endpointSet(t, h, true)
+
+	conf := filepath.Join(dir, "mptcpd.toml")
+	text := fmt.Sprintf("state_dir = %q\n[[rule]]\ninterfaces = [\"p*\"]\nflags = [\"subflow\", \"backup\"]\n", filepath.Join(dir, "state"))
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, bin, "--config", conf, "--netns", h.NS)
+	err = d.wait()
+	log := d.log.String()
+	if err == nil {
+		t.Fatalf("mptcpd started beside the C daemon; want a refusal; log:\n%s", log)
+	}
+	for _, want := range []string{"another MPTCP path-manager daemon", "libexec/mptcpd (pid ", "stop it first"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the refusal does not say %q; log:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "READY=1") || len(d.states) > 0 {
+		t.Errorf("mptcpd told systemd something before refusing: %d states", len(d.states))
+	}
+	if got := endpointSet(t, h, true); !slices.Equal(got, before) {
+		t.Errorf("endpoints after the refusal %q, want the C daemon's %q untouched", got, before)
+	}
+
+	// With the C daemon gone, ours starts. The C daemon leaves its
+	// endpoints behind; they are foreign to ours, which leaves them as
+	// they are and adds none for the same addresses.
+	stopC()
+	d = startDaemon(t, bin, "--config", conf, "--netns", h.NS)
+	d.waitState("READY=1")
+	if got := endpointSet(t, h, true); !slices.Equal(got, before) {
+		t.Errorf("endpoints once mptcpd runs %q, want the C daemon's %q as they were", got, before)
+	}
+}
