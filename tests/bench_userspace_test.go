@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +98,13 @@ var (
 // costs against nearly nothing; added-p50-us and added-p99-us give that
 // cost in absolute terms, to set against a real path's round-trip time.
 //
+// A third client host, hb, runs the least a userspace path manager can
+// do (tests/barepm -raw: one thread blocked in recvmsg(2) on the event
+// socket, one sendmsg(2) of SUBFLOW_CREATE per ESTABLISHED, nothing else),
+// in the same rounds: the floor of any userspace path manager on this
+// machine, against which mptcpd's own cost can be told apart from the
+// cost of crossing to userspace at all.
+//
 // Sub-benchmarks (each measures once, whatever b.N; a second call, as
 // -benchtime Nx makes, reports the same figures again):
 //
@@ -106,6 +112,8 @@ var (
 //     (ours), ref-p50-us and ref-p99-us (the in-kernel path manager),
 //     p50-ratio and p99-ratio (ours/reference; the targets are ≤ 1.10 and
 //     ≤ 1.5), added-p50-us and added-p99-us (ours − reference),
+//     bare-p50-us, bare-p99-us, bare-p50-ratio and bare-p99-ratio (the
+//     bare userspace path manager's, and its ratios to the reference),
 //     within1s-frac and ref-within1s-frac, and mptcpd's CPU time per 1,000
 //     connections, opened and closed (cpu-ms/kconn, utime+stime of
 //     /proc/PID/stat), and how long its threads waited, runnable, for a
@@ -152,10 +160,11 @@ func BenchmarkUserspaceDecision(b *testing.B) {
 	raiseNoFile(b, uint64(max(hold, n)+1024))
 	bin := buildDaemon(b)
 	bed := testbed.New(b)
-	hk, hu, srv := bed.Host("hk"), bed.Host("hu"), bed.Host("srv")
+	hk, hu, hb, srv := bed.Host("hk"), bed.Host("hu"), bed.Host("hb"), bed.Host("srv")
 	kp := bed.Paths(hk, srv, 2)
 	up := bed.Paths(hu, srv, 2)
-	for _, ps := range [][]testbed.Path{kp, up} {
+	bp := bed.Paths(hb, srv, 2)
+	for _, ps := range [][]testbed.Path{kp, up, bp} {
 		usCrossRoutes(ps)
 	}
 
@@ -169,7 +178,7 @@ func BenchmarkUserspaceDecision(b *testing.B) {
 	if err := sc.SetLimits(genl.Limits{Subflows: 8, AddAddrAccepted: 8}); err != nil {
 		b.Fatal(err)
 	}
-	for _, h := range []*testbed.Host{hk, hu, srv} {
+	for _, h := range []*testbed.Host{hk, hu, hb, srv} {
 		for _, s := range [][2]string{
 			{"net/core/somaxconn", "8192"},
 			{"net/ipv4/tcp_max_syn_backlog", "8192"},
@@ -199,15 +208,19 @@ func BenchmarkUserspaceDecision(b *testing.B) {
 	// Ours: mptcpd in userspace mode on hu.
 	d := usStartDaemon(b, bin, hu)
 
+	// The floor: the least a userspace path manager can do, on hb.
+	usStartBare(b, hb, bp[1])
+
 	kern := &usSide{name: "in-kernel PM", h: hk, remote: netip.AddrPortFrom(kp[0].B4, port)}
 	ours := &usSide{name: "mptcpd", h: hu, remote: netip.AddrPortFrom(up[0].B4, port), d: d}
-	for _, s := range []*usSide{kern, ours} {
+	bare := &usSide{name: "bare userspace PM", h: hb, remote: netip.AddrPortFrom(bp[0].B4, port)}
+	for _, s := range []*usSide{kern, ours, bare} {
 		s.ev = usCollect(b, s.h)
 		s.dialer = usDialer(b, s.h)
 	}
 	// A few connections each, unmeasured: first-use costs out of the way,
 	// and a check that the set-up works.
-	for _, s := range []*usSide{kern, ours} {
+	for _, s := range []*usSide{kern, ours, bare} {
 		r := s.round(b, 100, 20)
 		if r.within == 0 {
 			b.Fatalf("%s: warm-up: none of %d connections got a second subflow within %s", s.name, r.conns, usWithin)
@@ -226,7 +239,7 @@ func BenchmarkUserspaceDecision(b *testing.B) {
 			var res *usCompare
 			b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 				if res == nil {
-					r := usInterleave(b, kern, ours, rate, n)
+					r := usInterleave(b, kern, ours, rate, n, bare)
 					res = &r
 				}
 				res.report(b)
@@ -255,7 +268,7 @@ func BenchmarkUserspaceDecision(b *testing.B) {
 	if lost := d.eventsLostLines(); lost > 0 {
 		b.Logf("mptcpd logged %d times that kernel events were lost", lost)
 	}
-	for _, s := range []*usSide{kern, ours} {
+	for _, s := range []*usSide{kern, ours, bare} {
 		if lost := s.ev.lostCount(); lost > 0 {
 			b.Logf("the benchmark's own event subscription in %s's namespace lost events %d times: figures are suspect", s.name, lost)
 		}
@@ -362,6 +375,66 @@ func usServe(b *testing.B, srv *testbed.Host) uint16 {
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
+// usStartBare builds tests/barepm and runs it on h, with h's path manager
+// set to userspace, asking each new connection for a subflow from h's end
+// of path, bound to its interface: in -raw mode (blocking system calls on
+// one thread), or, with MPTCPD_BENCH_US_BARE=poller, through the same
+// kernel client and Go poller as mptcpd.
+func usStartBare(b *testing.B, h *testbed.Host, path testbed.Path) {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "barepm")
+	if out, err := exec.Command("go", "build", "-o", bin, "./barepm").CombinedOutput(); err != nil {
+		b.Fatalf("building barepm: %v\n%s", err, out)
+	}
+	if err := h.WriteSysctl("net/mptcp/path_manager", "userspace"); err != nil {
+		b.Fatal(err)
+	}
+	args := []string{"-local", path.A4.String(), "-ifindex", strconv.Itoa(path.AIndex)}
+	if os.Getenv("MPTCPD_BENCH_US_BARE") != "poller" {
+		args = append(args, "-raw")
+	}
+	cmd := exec.Command(bin, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := &syncBuffer{}
+	cmd.Stderr = log
+	if err := h.Start(cmd); err != nil {
+		b.Fatal(err)
+	}
+	lines := bufio.NewScanner(out)
+	exited := make(chan error, 1)
+	ready := make(chan bool, 1)
+	go func() {
+		first := true
+		for lines.Scan() {
+			if first {
+				ready <- lines.Text() == "ready"
+				first = false
+				continue
+			}
+			_, _ = log.Write(append(lines.Bytes(), '\n'))
+		}
+		if first {
+			ready <- false
+		}
+		exited <- cmd.Wait()
+	}()
+	b.Cleanup(func() {
+		terminate(cmd.Process, exited, 5*time.Second)
+		b.Logf("bare userspace PM: %s", strings.TrimSpace(log.String()))
+	})
+	select {
+	case ok := <-ready:
+		if !ok {
+			b.Fatalf("barepm did not start: %s", log.String())
+		}
+	case <-time.After(10 * time.Second):
+		b.Fatalf("barepm did not start within 10s: %s", log.String())
+	}
+}
+
 // usDaemon is mptcpd running in userspace mode on a test host.
 type usDaemon struct {
 	cmd     *exec.Cmd
@@ -415,13 +488,7 @@ max_subflows = 2
 	exited := make(chan error, 1)
 	go func() { exited <- d.cmd.Wait() }()
 	b.Cleanup(func() {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-exited
-		}
+		terminate(d.cmd.Process, exited, 10*time.Second)
 		if b.Failed() {
 			b.Logf("mptcpd log (gc lines left out):\n%s", d.logWithoutGC())
 		}
@@ -644,6 +711,13 @@ func usCollect(b *testing.B, h *testbed.Host) *usEvents {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// The benchmark is the instrument, and must not take a CPU from
+		// the path manager it measures: its reader, which wakes on the
+		// same events as the path manager, runs on a thread of its own
+		// at the lowest priority (nice 19). Its delays fall alike on the
+		// two events it stamps. The thread ends with the goroutine.
+		runtime.LockOSThread()
+		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 		for {
 			evs, err := sub.Receive()
 			now := time.Now()
@@ -938,37 +1012,43 @@ func usSummarise(rounds []usRound) usStats {
 type usCompare struct {
 	rate       int
 	ours, kern usStats
+	// bare is the bare userspace path manager's, when it took part.
+	bare *usStats
 }
 
 // usInterleave runs rounds of each path manager at rate, n connections
-// each in all, alternating, the first of each pair of rounds the other
-// one's each time.
-func usInterleave(b *testing.B, kern, ours *usSide, rate, n int) usCompare {
+// each in all, in turns: the in-kernel one, ours, and the others given,
+// the order of each turn rotated by one from the turn before, so that
+// each goes first as often as the others.
+func usInterleave(b *testing.B, kern, ours *usSide, rate, n int, others ...*usSide) usCompare {
 	b.Helper()
-	var kr, or []usRound
+	sides := append([]*usSide{kern, ours}, others...)
+	rounds := make([][]usRound, len(sides))
 	per := min(max(int(float64(rate)*usRoundTime.Seconds()), usMinRound), (n+1)/2)
 	for i := 0; i*per < n; i++ {
 		k := min(per, n-i*per)
-		if i%2 == 0 {
-			kr = append(kr, kern.round(b, rate, k))
-			or = append(or, ours.round(b, rate, k))
-		} else {
-			or = append(or, ours.round(b, rate, k))
-			kr = append(kr, kern.round(b, rate, k))
+		for j := range sides {
+			x := (i + j) % len(sides)
+			rounds[x] = append(rounds[x], sides[x].round(b, rate, k))
 		}
 	}
-	c := usCompare{rate: rate, ours: usSummarise(or), kern: usSummarise(kr)}
+	c := usCompare{rate: rate, kern: usSummarise(rounds[0]), ours: usSummarise(rounds[1])}
+	if len(others) > 0 {
+		bs := usSummarise(rounds[2])
+		c.bare = &bs
+	}
 	// The machine is shared: its load says how noisy the figures are.
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 		b.Logf("%d/s: load average %s", rate, strings.Join(strings.Fields(string(load))[:3], " "))
 	}
 	us := func(d time.Duration) string { return d.Round(time.Microsecond).String() }
-	for _, x := range []struct {
-		name string
-		s    usStats
-	}{{kern.name, c.kern}, {ours.name, c.ours}} {
+	for i, s := range sides {
+		x := struct {
+			name string
+			s    usStats
+		}{s.name, usSummarise(rounds[i])}
 		b.Logf("%d/s (%.0f/s completed) in %d rounds: %s: %d connections, %d (%.2f%%) with their second subflow within %s; p50 %s, p99 %s, max %s",
-			rate, x.s.rate, len(kr), x.name, x.s.conns, x.s.within, 100*x.s.frac(), usWithin, us(x.s.p50), us(x.s.p99), us(x.s.max))
+			rate, x.s.rate, len(rounds[i]), x.name, x.s.conns, x.s.within, 100*x.s.frac(), usWithin, us(x.s.p50), us(x.s.p99), us(x.s.max))
 	}
 	b.Logf("%d/s: mptcpd used %.1f ms of CPU per 1,000 connections, and its threads waited %.1f ms for a CPU while runnable",
 		rate, c.ours.cpuPerK(), c.ours.perK(c.ours.wait))
@@ -990,6 +1070,12 @@ func (c *usCompare) report(b *testing.B) {
 	b.ReportMetric(c.kern.frac(), "ref-within1s-frac")
 	b.ReportMetric(c.ours.cpuPerK(), "cpu-ms/kconn")
 	b.ReportMetric(c.ours.perK(c.ours.wait), "runq-wait-ms/kconn")
+	if c.bare != nil {
+		b.ReportMetric(usf(c.bare.p50), "bare-p50-us")
+		b.ReportMetric(usf(c.bare.p99), "bare-p99-us")
+		b.ReportMetric(float64(c.bare.p50)/float64(c.kern.p50), "bare-p50-ratio")
+		b.ReportMetric(float64(c.bare.p99)/float64(c.kern.p99), "bare-p99-ratio")
+	}
 }
 
 // usChurn is the churn part's result.

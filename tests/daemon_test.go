@@ -447,15 +447,7 @@ func TestDaemonRefusesBesideCDaemon(t *testing.T) {
 	}
 	cdone := make(chan error, 1)
 	go func() { cdone <- c.Wait() }()
-	stopC := func() {
-		_ = c.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-cdone:
-		case <-time.After(5 * time.Second):
-			_ = c.Process.Kill()
-			<-cdone
-		}
-	}
+	stopC := func() { terminate(c.Process, cdone, 5*time.Second) }
 	t.Cleanup(func() {
 		if c.ProcessState == nil {
 			stopC()

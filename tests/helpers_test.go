@@ -4,10 +4,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/tests/testbed"
@@ -141,4 +144,16 @@ func echoListener(t *testing.T, h *testbed.Host, family int) (net.Listener, uint
 	}
 	echoServer(t, ln)
 	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// terminate asks a process to stop with SIGTERM and waits, for grace at
+// most, for done (which receives its end) before it kills it.
+func terminate(p *os.Process, done <-chan error, grace time.Duration) {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = p.Kill()
+		<-done
+	}
 }

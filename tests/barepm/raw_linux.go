@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/mptcpd/mptcpd/genl"
+)
+
+// The numbers of the mptcp_pm family this program writes (see genl's
+// constants, which are not exported).
+const (
+	cmdSubflowCreate = 10
+	attrAddr         = 1
+	attrToken        = 4
+	attrAddrRemote   = 6
+	addrFamily       = 1
+	addrID           = 2
+	addrAddr4        = 3
+	addrAddr6        = 4
+	addrPort         = 5
+	addrIfIdx        = 7
+)
+
+// runRaw is the -raw mode: one locked thread, blocking system calls.
+func runRaw(ctx context.Context, ep genl.Endpoint) error {
+	family, group, err := resolve()
+	if err != nil {
+		return err
+	}
+	evFD, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
+	if err != nil {
+		return fmt.Errorf("event socket: %w", err)
+	}
+	reqFD, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
+	if err != nil {
+		_ = unix.Close(evFD)
+		return fmt.Errorf("request socket: %w", err)
+	}
+	defer unix.Close(reqFD)
+	for _, fd := range []int{evFD, reqFD} {
+		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return fmt.Errorf("bind: %w", err)
+		}
+	}
+	_ = unix.SetsockoptInt(evFD, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20)
+	if err := unix.SetsockoptInt(evFD, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(group)); err != nil {
+		return fmt.Errorf("joining the events group: %w", err)
+	}
+	// Netlink sockets cannot be shut down: the reader wakes every 200 ms
+	// to see whether it should stop.
+	tv := unix.NsecToTimeval(200e6)
+	if err := unix.SetsockoptTimeval(evFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("event socket timeout: %w", err)
+	}
+	var asked, failed, lost atomic.Int64
+	var stopped atomic.Bool
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		done <- readRaw(evFD, reqFD, family, ep, &stopped, &asked, &lost)
+	}()
+	fmt.Println("ready")
+	<-ctx.Done()
+	stopped.Store(true)
+	err = <-done
+	_ = unix.Close(evFD)
+	// Count the kernel's refusals, which it sends as errors.
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, rerr := unix.Recvfrom(reqFD, buf, unix.MSG_DONTWAIT)
+		if rerr != nil || n == 0 {
+			break
+		}
+		for b := buf[:n]; len(b) >= 20; {
+			l := int(binary.NativeEndian.Uint32(b))
+			if l < 16 || l > len(b) {
+				break
+			}
+			if binary.NativeEndian.Uint16(b[4:]) == unix.NLMSG_ERROR && int32(binary.NativeEndian.Uint32(b[16:])) != 0 {
+				failed.Add(1)
+			}
+			b = b[min((l+3)&^3, len(b)):]
+		}
+	}
+	fmt.Printf("asked %d failed %d events-lost %d\n", asked.Load(), failed.Load(), lost.Load())
+	return err
+}
+
+func resolve() (family uint16, group uint32, err error) {
+	c, err := genetlink.Dial(nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	f, err := c.GetFamily(genl.FamilyName)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, g := range f.Groups {
+		if g.Name == genl.EventsGroupName {
+			return f.ID, g.ID, nil
+		}
+	}
+	return 0, 0, errors.New("the kernel has no MPTCP events group")
+}
+
+func readRaw(evFD, reqFD int, family uint16, ep genl.Endpoint, stopped *atomic.Bool, asked, lost *atomic.Int64) error {
+	buf := make([]byte, 16<<10)
+	req := make([]byte, 0, 256)
+	var seq uint32
+	for {
+		n, _, err := unix.Recvfrom(evFD, buf, 0)
+		switch {
+		case stopped.Load():
+			return nil
+		case err == unix.EAGAIN || err == unix.EINTR:
+			continue
+		case err == unix.ENOBUFS:
+			lost.Add(1)
+			continue
+		case err != nil:
+			return fmt.Errorf("reading events: %w", err)
+		}
+		for b := buf[:n]; len(b) >= 20; {
+			l := int(binary.NativeEndian.Uint32(b))
+			if l < 20 || l > len(b) {
+				break
+			}
+			var gm genetlink.Message
+			if gm.UnmarshalBinary(b[16:l]) == nil && gm.Header.Command == uint8(genl.EventEstablished) {
+				if e, err := genl.DecodeEvent(gm); err == nil && !e.ServerSide && e.Remote.Addr().Is4() == ep.Addr.Is4() {
+					seq++
+					req = subflowCreate(req[:0], family, seq, e.Token, ep, e.Remote)
+					if err := unix.Send(reqFD, req, 0); err == nil {
+						asked.Add(1)
+					}
+				}
+			}
+			b = b[min((l+3)&^3, len(b)):]
+		}
+	}
+}
+
+// subflowCreate appends a SUBFLOW_CREATE request to b.
+func subflowCreate(b []byte, family uint16, seq, token uint32, local genl.Endpoint, remote netip.AddrPort) []byte {
+	addr := func(a netip.Addr, id uint8, port uint16, ifIndex int32) func(*netlink.AttributeEncoder) error {
+		return func(ae *netlink.AttributeEncoder) error {
+			if a.Is4() {
+				ae.Uint16(addrFamily, unix.AF_INET)
+				v := a.As4()
+				ae.Bytes(addrAddr4, v[:])
+			} else {
+				ae.Uint16(addrFamily, unix.AF_INET6)
+				v := a.As16()
+				ae.Bytes(addrAddr6, v[:])
+			}
+			if id != 0 {
+				ae.Uint8(addrID, id)
+			}
+			if port != 0 {
+				ae.Uint16(addrPort, port)
+			}
+			if ifIndex != 0 {
+				ae.Int32(addrIfIdx, ifIndex)
+			}
+			return nil
+		}
+	}
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(attrToken, token)
+	ae.Nested(attrAddr, addr(local.Addr, local.ID, 0, local.IfIndex))
+	ae.Nested(attrAddrRemote, addr(remote.Addr(), 0, remote.Port(), 0))
+	attrs, _ := ae.Encode()
+	l := 16 + 4 + len(attrs)
+	b = binary.NativeEndian.AppendUint32(b, uint32(l))
+	b = binary.NativeEndian.AppendUint16(b, family)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = append(b, cmdSubflowCreate, genl.FamilyVersion, 0, 0)
+	return append(b, attrs...)
+}
