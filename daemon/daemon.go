@@ -139,8 +139,10 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("mode userspace: this kernel has no userspace path manager (it has %v): %w; set mode = \"kernel\"", caps.PathManagers, genl.ErrUnavailable)
 	}
 	// A large event buffer: in userspace mode every connection's events
-	// are decisions to make, and a burst must not overflow it.
-	client, err := genl.New(genl.WithNetNS(nsfd), genl.WithEventBuffer(16<<20))
+	// are decisions to make, and a burst must not overflow it. Events are
+	// read on the reader's own thread, one wake-up less on the way from a
+	// connection's ESTABLISHED to its next subflow.
+	client, err := genl.New(genl.WithNetNS(nsfd), genl.WithEventBuffer(16<<20), genl.WithDirectEventReads())
 	if err != nil {
 		return err
 	}

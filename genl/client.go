@@ -45,8 +45,9 @@ type Client struct {
 type Option func(*options)
 
 type options struct {
-	netNS       int // file descriptor of a network namespace; 0: the caller's
-	eventBuffer int // receive buffer of event subscriptions, bytes
+	netNS       int  // file descriptor of a network namespace; 0: the caller's
+	eventBuffer int  // receive buffer of event subscriptions, bytes
+	directReads bool // subscriptions wait for events on the reader's thread
 }
 
 // WithNetNS makes the client work in the network namespace open at fd (for
@@ -59,6 +60,17 @@ func WithNetNS(fd int) Option { return func(o *options) { o.netNS = fd } }
 // bytes (default 1 MiB; without CAP_NET_ADMIN the kernel caps it at
 // net.core.rmem_max). A larger buffer loses events less often under bursts.
 func WithEventBuffer(bytes int) Option { return func(o *options) { o.eventBuffer = bytes } }
+
+// WithDirectEventReads makes subscriptions wait for events in ppoll(2) on
+// the thread of the goroutine that calls Receive, and read them with
+// recvmsg(2), rather than in the runtime's network poller: an event then
+// wakes that thread directly instead of the poller's, which would hand the
+// goroutine to another thread. It saves a wake-up per batch of events, at
+// the cost of a thread blocked in the kernel while Receive waits; for a
+// reader on the critical path of a decision, such as a userspace path
+// manager's. Subscriptions on connections without a descriptor read as
+// usual.
+func WithDirectEventReads() Option { return func(o *options) { o.directReads = true } }
 
 func buildOptions(opts []Option) options {
 	o := options{eventBuffer: 1 << 20}

@@ -14,6 +14,7 @@ import (
 // a connection of its own. It ends when its context ends or it is closed.
 type Subscription struct {
 	c        *genetlink.Conn
+	raw      *rawEvents // nil: read through c
 	ctx      context.Context
 	stopFunc func() bool
 
@@ -42,6 +43,13 @@ func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
 		return nil, wrapNetlink(op, err)
 	}
 	s := &Subscription{c: conn, ctx: ctx}
+	if c.opts.directReads {
+		if raw, err := newRawEvents(conn); err == nil {
+			s.raw = raw
+			s.stopFunc = context.AfterFunc(ctx, raw.stop)
+			return s, nil
+		}
+	}
 	// Unblock Receive when the context ends; closing the socket under a
 	// blocked read would return an error no sentinel matches.
 	s.stopFunc = context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
@@ -59,7 +67,15 @@ func (s *Subscription) Receive() ([]Event, error) {
 	if err := s.ctx.Err(); err != nil {
 		return nil, err
 	}
-	msgs, _, err := s.c.Receive()
+	var (
+		msgs []genetlink.Message
+		err  error
+	)
+	if s.raw != nil {
+		msgs, err = s.raw.receive()
+	} else {
+		msgs, _, err = s.c.Receive()
+	}
 	if err != nil {
 		if ctxErr := s.ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
@@ -82,6 +98,9 @@ func (s *Subscription) Receive() ([]Event, error) {
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopFunc()
+		if s.raw != nil {
+			s.raw.close()
+		}
 		if err := s.c.Close(); err != nil {
 			s.closeErr = fmt.Errorf("closing event subscription: %w", err)
 		}

@@ -140,10 +140,17 @@ func TestNamespacesAreSeparate(t *testing.T) {
 // subscription goes on delivering events afterwards.
 func TestEventsLost(t *testing.T) {
 	t.Parallel()
+	// Both ways of reading: through the runtime's poller, and directly on
+	// the reader's thread, as the daemon reads.
+	t.Run("poller", func(t *testing.T) { t.Parallel(); testEventsLost(t) })
+	t.Run("direct", func(t *testing.T) { t.Parallel(); testEventsLost(t, genl.WithDirectEventReads()) })
+}
+
+func testEventsLost(t *testing.T, opts ...genl.Option) {
 	bed := testbed.New(t)
 	cli, srv := bed.Host("cli"), bed.Host("srv")
 	path := bed.Connect(cli, srv)
-	c, err := genl.New(genl.WithNetNS(cli.FD()), genl.WithEventBuffer(2048))
+	c, err := genl.New(append([]genl.Option{genl.WithNetNS(cli.FD()), genl.WithEventBuffer(2048)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +206,25 @@ func TestEventsLost(t *testing.T) {
 	}
 
 	// Ending the context ends a blocked Receive with the context's error.
+	got := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := sub.Receive(); err != nil {
+				got <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond) // let it block
 	cancel()
+	select {
+	case err := <-got:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("a blocked Receive ended with %v after cancel, want context.Canceled", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a blocked Receive did not end within 2s of its context")
+	}
 	if _, err := sub.Receive(); !errors.Is(err, context.Canceled) {
 		t.Errorf("Receive after cancel = %v, want context.Canceled", err)
 	}
