@@ -95,6 +95,9 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		defer ns.Close()
 		nsName, nsfd = fmt.Sprintf("network namespace %q", cfg.NetNS), ns.FD()
+		if err := ns.Do(func() error { return nil }); errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("netns = %q: entering another network namespace needs CAP_SYS_ADMIN, which mptcpd lacks here (%w); run it as root, or start it inside the namespace (under systemd: NetworkNamespacePath=/run/netns/%s, with netns = \"\")", cfg.NetNS, err, cfg.NetNS)
+		}
 	}
 	inode, err := nsInode(nsfd)
 	if err != nil {
@@ -105,7 +108,11 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer lock.Close()
-	if others := otherPathManagers(inode); len(others) > 0 {
+	netID, err := netIdentity(nsfd)
+	if err != nil {
+		return err
+	}
+	if others := otherPathManagers(netID); len(others) > 0 {
 		return fmt.Errorf("another MPTCP path-manager daemon manages %s: %s; two would fight over the endpoints — stop it first (systemctl stop mptcp.service) and start mptcpd again",
 			nsName, strings.Join(others, ", "))
 	}
@@ -154,9 +161,16 @@ func Run(ctx context.Context, opts Options) error {
 	if !caps.Enabled {
 		log.Warn("MPTCP is disabled in this namespace (net.mptcp.enabled = 0): endpoints are kept, but applications get plain TCP")
 	}
-	if networkManagerIn(inode) {
+	var nmw *nmWatch
+	if networkManagerIn(netID) {
 		rec.DeferTo("NetworkManager")
 		log.Info("NetworkManager runs in this namespace: interfaces on which it has MPTCP endpoints are left to it")
+		if mode == "kernel" {
+			if nmw = dialNetworkManager(ctx, log, nsfd, netID); nmw != nil {
+				defer nmw.close()
+				rec.DeferInterfaces("NetworkManager", nmw.managed)
+			}
+		}
 	}
 	pmName := genl.PathManagerKernel
 	if mode == "userspace" {
@@ -253,8 +267,11 @@ func Run(ctx context.Context, opts Options) error {
 	if caps.EventsGroup {
 		wg.Go(func() { n.kernelEventsLoop(bg) })
 	}
+	if nmw != nil {
+		wg.Go(func() { nmw.run(bg) })
+	}
 
-	err = n.loop(ctx, svc)
+	err = n.loop(ctx, svc, nmw.changes())
 	stopBG()
 	wg.Wait()
 	if n.usDone != nil {
@@ -318,9 +335,10 @@ func (w *watcher) close() {
 	_ = w.mon.Close()
 }
 
-// loop reconciles at start, on every interface change, on reload and
+// loop reconciles at start, on every interface change, on reload, when
+// NetworkManager's interfaces change (nmChanged, nil without it) and
 // periodically, until ctx ends.
-func (n *node) loop(ctx context.Context, svc *api.Service) error {
+func (n *node) loop(ctx context.Context, svc *api.Service, nmChanged <-chan struct{}) error {
 	opts, log := n.opts, n.log
 	w, err := watch(ctx, n.nsfd, n.cfg.Addresses.RequireRoute, n.newAddrs)
 	if err != nil {
@@ -392,6 +410,8 @@ func (n *node) loop(ctx context.Context, svc *api.Service) error {
 			reconcile("interface change")
 		case <-periodic.C:
 			reconcile("periodic resync")
+		case <-nmChanged:
+			reconcile("NetworkManager change")
 		case <-watchdog:
 			notify(log, sddaemon.SdNotifyWatchdog)
 		case <-opts.Reload:

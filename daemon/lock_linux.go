@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpd/mptcpd/netns"
 )
 
 // nsInode returns the inode of the network namespace open at fd (0: the
@@ -55,11 +57,11 @@ func lockNamespace(dir string, inode uint64, nsName string) (*os.File, error) {
 }
 
 // otherPathManagers lists processes of other MPTCP path-manager daemons
-// whose network namespace is the one with the given inode: the mptcpd C
+// in the network namespace netID names (see netIdentity): the mptcpd C
 // daemon, which Debian ships as /usr/libexec/mptcpd and a build from
 // source installs under another prefix's libexec.
-func otherPathManagers(inode uint64) []string {
-	return processesIn(inode, "mptcpd", isCDaemon)
+func otherPathManagers(netID uint64) []string {
+	return processesIn(netID, "mptcpd", isCDaemon)
 }
 
 // isCDaemon reports whether exe, a process's executable as /proc shows it,
@@ -71,16 +73,41 @@ func isCDaemon(exe string) bool {
 }
 
 // networkManagerIn reports whether NetworkManager runs in the network
-// namespace with the given inode.
-func networkManagerIn(inode uint64) bool {
-	return len(processesIn(inode, "NetworkManager", nil)) > 0
+// namespace netID names (see netIdentity).
+func networkManagerIn(netID uint64) bool {
+	return len(processesIn(netID, "NetworkManager", nil)) > 0
+}
+
+// netIdentity names the network namespace open at fd (0: the daemon's own)
+// by the inode of its /proc/…/net/dev. Unlike /proc/PID/ns/net, which
+// only a process allowed to trace PID may read, /proc/PID/net is readable
+// by anyone, so the daemon can tell which namespace other processes run in
+// when it runs as an unprivileged user, as its unit makes it.
+func netIdentity(fd int) (uint64, error) {
+	var st unix.Stat_t
+	err := netns.Do(fd, func() error { return unix.Stat("/proc/thread-self/net/dev", &st) })
+	if err != nil {
+		return 0, fmt.Errorf("identifying the network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+// netIdentityOf is netIdentity for the namespace process pid runs in.
+func netIdentityOf(pid int) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/net/dev", pid), &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
 }
 
 // processesIn lists processes named comm (and, if exeOK is set, whose
-// executable it accepts) in the network namespace with the given inode,
-// as "exe (pid N)". Processes whose namespace cannot be read (another
-// user's, without privileges) are left out.
-func processesIn(inode uint64, comm string, exeOK func(string) bool) []string {
+// executable it accepts) in the network namespace netID names, as "exe
+// (pid N)". A process whose executable the daemon may not read (another
+// user's, when the daemon runs unprivileged, as its unit makes it) is
+// listed by its name alone: it is another daemon in the same namespace
+// either way.
+func processesIn(netID uint64, comm string, exeOK func(string) bool) []string {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -96,15 +123,22 @@ func processesIn(inode uint64, comm string, exeOK func(string) bool) []string {
 		if err != nil || !bytes.Equal(bytes.TrimSpace(c), []byte(comm)) {
 			continue
 		}
-		exe, _ := os.Readlink(filepath.Join("/proc", pid, "exe"))
-		if exeOK != nil && !exeOK(exe) {
+		n, err := strconv.Atoi(pid)
+		if err != nil {
 			continue
 		}
-		var st unix.Stat_t
-		if unix.Stat(filepath.Join("/proc", pid, "ns", "net"), &st) != nil || st.Ino != inode {
+		if id, err := netIdentityOf(n); err != nil || id != netID {
 			continue
 		}
-		found = append(found, fmt.Sprintf("%s (pid %s)", exe, pid))
+		exe, err := os.Readlink(filepath.Join("/proc", pid, "exe"))
+		switch {
+		case errors.Is(err, os.ErrPermission):
+			found = append(found, fmt.Sprintf("%s (pid %s, run by another user)", comm, pid))
+		case err != nil:
+			// It has ended.
+		case exeOK == nil || exeOK(exe):
+			found = append(found, fmt.Sprintf("%s (pid %s)", exe, pid))
+		}
 	}
 	return found
 }

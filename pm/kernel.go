@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/mptcpd/mptcpd/config"
@@ -53,10 +54,12 @@ type Reconciler struct {
 	own *Ownership
 	// onChange, if set, is told of every change a reconcile makes.
 	onChange func(Change)
-	// deferTo, if set, names a manager of other endpoints (NetworkManager)
-	// whose interfaces are left to it: an interface with a foreign endpoint
-	// on it gets none of ours.
-	deferTo string
+	// deferTo says which interfaces are left to other managers of
+	// endpoints (NetworkManager). Plan's dry run copies it.
+	deferTo deferral
+	// deferredLogged are the interfaces DeferInterfaces named at the last
+	// reconcile, as logged.
+	deferredLogged string
 	// last is what the last Reconcile applied and left in the kernel, with
 	// what AddNew added since; the fast path works from it. Nil before the
 	// first Reconcile, after one that could not read the kernel, and after
@@ -94,13 +97,57 @@ type lastRun struct {
 	links         map[int]linkDecision
 }
 
+// deferral is who the reconciler leaves interfaces to.
+type deferral struct {
+	// foreign, if set, names the manager (NetworkManager) left every
+	// interface that carries a foreign endpoint: DeferTo.
+	foreign string
+	// manager is left the interfaces that which names:
+	// DeferInterfaces.
+	manager string
+	which   func(netmon.State) map[string]string
+}
+
+// active reports whether any interface may be left to another manager.
+func (d deferral) active() bool { return d.foreign != "" || d.which != nil }
+
+// name names the other manager, for the log.
+func (d deferral) name() string {
+	if d.which != nil {
+		return d.manager
+	}
+	return d.foreign
+}
+
 // DeferTo makes the reconciler leave every interface that carries a
 // foreign endpoint to manager (e.g. "NetworkManager"), so the two do not
 // fight over it. Empty turns it off.
 func (r *Reconciler) DeferTo(manager string) {
 	r.mu.Lock()
 	defer r.unlock()
-	r.deferTo = manager
+	r.deferTo.foreign = manager
+}
+
+// DeferInterfaces makes the reconciler leave to manager (e.g.
+// "NetworkManager") the interfaces that which names, besides those DeferTo
+// finds by their foreign endpoints: their addresses get no endpoints of
+// ours, and endpoints of ours already on them are removed. Each reconcile
+// calls which with the interfaces it has read; which returns the names of
+// the interfaces manager takes, each with why (for the log, may be
+// empty). It is called with the reconciler's lock held, perhaps from
+// several goroutines (Plan): it must be quick, safe for concurrent use,
+// and must not call the Reconciler. The reconciler logs the set of
+// interfaces left to manager when it changes. Nil turns it off.
+func (r *Reconciler) DeferInterfaces(manager string, which func(netmon.State) map[string]string) {
+	r.mu.Lock()
+	defer r.unlock()
+	if manager == "" {
+		manager = "another manager"
+	}
+	r.deferTo.manager, r.deferTo.which = manager, which
+	if which == nil {
+		r.deferredLogged = ""
+	}
 }
 
 // NewReconciler returns a Reconciler over kernel that records ownership in
@@ -262,9 +309,10 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 
 // plan returns the endpoints the policy cfg wants of the interfaces in st
 // given the foreign endpoints in the kernel, best first: Desired, less the
-// addresses a foreign endpoint has, less the interfaces left to the
-// manager named by DeferTo, cut to the room the foreign endpoints leave in
-// the kernel. It says why it left each of the others out.
+// addresses a foreign endpoint has, less the interfaces left to other
+// managers (DeferInterfaces, DeferTo), cut to the room the foreign
+// endpoints leave in the kernel. It says why it left each of the others
+// out.
 func (r *Reconciler) plan(cfg *config.Config, st netmon.State, foreign, manual []genl.Endpoint) (wants []Want, skipped []Skip) {
 	wants, skipped = Desired(cfg, st)
 	// A foreign endpoint with the same address and port stays as it is.
@@ -284,12 +332,28 @@ func (r *Reconciler) plan(cfg *config.Config, st netmon.State, foreign, manual [
 		}
 		return clash
 	})
-	if r.deferTo != "" {
+	if d := r.deferTo; d.which != nil {
+		taken := d.which(st)
+		r.logDeferred(d.manager, taken, st)
+		wants = slices.DeleteFunc(wants, func(w Want) bool {
+			why, ok := taken[w.Interface]
+			if !ok {
+				return false
+			}
+			if why != "" {
+				why = " (" + why + ")"
+			}
+			skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
+				Reason: fmt.Sprintf("%s manages MPTCP endpoints on interface %s%s; left to it", d.manager, w.Interface, why)})
+			return true
+		})
+	}
+	if d := r.deferTo; d.foreign != "" {
 		managed := foreignInterfaces(slices.DeleteFunc(slices.Clone(foreign), func(ep genl.Endpoint) bool { return slices.Contains(manual, ep) }), st)
 		wants = slices.DeleteFunc(wants, func(w Want) bool {
 			if managed[int(w.IfIndex)] {
 				skipped = append(skipped, Skip{Addr: w.Addr, Interface: w.Interface,
-					Reason: fmt.Sprintf("%s manages MPTCP endpoints on interface %s; left to it", r.deferTo, w.Interface)})
+					Reason: fmt.Sprintf("%s manages MPTCP endpoints on interface %s; left to it", d.foreign, w.Interface)})
 				return true
 			}
 			return false
@@ -305,6 +369,28 @@ func (r *Reconciler) plan(cfg *config.Config, st netmon.State, foreign, manual [
 	return wants, skipped
 }
 
+// logDeferred logs the interfaces of st that manager takes, as taken
+// says, when they differ from those logged last; mu must be held.
+func (r *Reconciler) logDeferred(manager string, taken map[string]string, st netmon.State) {
+	var names []string
+	for name := range taken {
+		if st.IndexOf(name) != 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	list := strings.Join(names, ",")
+	if list == r.deferredLogged {
+		return
+	}
+	r.deferredLogged = list
+	if list == "" {
+		r.info("no interfaces left to "+manager, "manager", manager)
+		return
+	}
+	r.info("interfaces left to "+manager, "manager", manager, "interfaces", list)
+}
+
 // AddNew is the fast path from a new address to its endpoint: it adds an
 // endpoint for each address of added that the policy of the last Reconcile
 // selects and that is not one yet, at once. It decides each address with
@@ -315,10 +401,10 @@ func (r *Reconciler) plan(cfg *config.Config, st netmon.State, foreign, manual [
 // to Reconcile whatever it cannot decide alone: an address wanted already
 // (on another interface, say), an endpoint to replace, the last places in
 // the kernel (the rules' preferences decide who gets them), an address on
-// an interface another manager may take (DeferTo), an address whose
-// interface needs a route (require_route). A Reconcile must follow, as
-// after any change: it checks what AddNew did against the kernel and
-// corrects it.
+// an interface another manager may take (DeferTo, DeferInterfaces), an
+// address whose interface needs a route (require_route). A Reconcile must
+// follow, as after any change: it checks what AddNew did against the
+// kernel and corrects it.
 //
 // The Result has Added and, for the addresses of added that did not
 // become endpoints, Skipped.
@@ -348,10 +434,10 @@ func (r *Reconciler) AddNew(added []netmon.NewAddr) (Result, error) {
 			res.Skipped = append(res.Skipped, Skip{Addr: na.Addr.Prefix.Addr(), Interface: na.Link.Name, Reason: "left to a full reconcile: require_route needs the routes"})
 		case !ok:
 			res.Skipped = append(res.Skipped, s)
-		case r.deferTo != "":
+		case r.deferTo.active():
 			// The other manager is likely adding an endpoint for the
 			// address right now: give it the time a full reconcile takes.
-			skip(w, fmt.Sprintf("left to a full reconcile: %s may manage interface %s", r.deferTo, w.Interface))
+			skip(w, fmt.Sprintf("left to a full reconcile: %s may manage interface %s", r.deferTo.name(), w.Interface))
 		default:
 			cands = append(cands, w)
 		}

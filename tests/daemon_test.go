@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/tests/testbed"
 )
@@ -404,8 +406,14 @@ func TestDaemonDefersToNetworkManager(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemonEnv(t, bin, []string{"WATCHDOG_USEC=300000"}, "--config", conf, "--netns", h.NS)
+	// No system bus to ask NetworkManager on: the daemon starts all the
+	// same, and the foreign-endpoint rule applies alone.
+	noBus := "unix:path=" + filepath.Join(dir, "no-bus")
+	d := startDaemonEnv(t, bin, []string{"WATCHDOG_USEC=300000", "DBUS_SYSTEM_BUS_ADDRESS=" + noBus}, "--config", conf, "--netns", h.NS)
 	d.waitState("READY=1")
+	if log := d.log.String(); !strings.Contains(log, "cannot ask NetworkManager over D-Bus") || !strings.Contains(log, "only the foreign-endpoint rule applies") {
+		t.Errorf("the daemon does not say that only the foreign-endpoint rule applies without a bus; log:\n%s", log)
+	}
 	want := []string{"192.0.2.222 subflow", paths[0].A4.String() + " subflow", paths[0].A6.String() + " subflow"}
 	slices.Sort(want)
 	if got := endpointSet(t, h, false); !slices.Equal(got, want) {
@@ -485,6 +493,30 @@ func TestDaemonRefusesBesideCDaemon(t *testing.T) {
 		t.Errorf("endpoints after the refusal %q, want the C daemon's %q untouched", got, before)
 	}
 
+	// The same, run as systemd runs it: an unprivileged user with only
+	// CAP_NET_ADMIN, started inside the namespace, which may read neither
+	// the C daemon's namespace link nor its executable's path.
+	u, ulog := unprivilegedDaemon(t, bin)
+
+	u.Stdout, u.Stderr = ulog, ulog
+	if err := h.Start(u); err != nil {
+		t.Fatal(err)
+	}
+	udone := make(chan error, 1)
+	go func() { udone <- u.Wait() }()
+	select {
+	case err := <-udone:
+		if err == nil || !strings.Contains(ulog.String(), "another MPTCP path-manager daemon") || !strings.Contains(ulog.String(), "run by another user") {
+			t.Errorf("mptcpd as an unprivileged user beside the C daemon: %v; want a refusal naming it; log:\n%s", err, ulog.String())
+		}
+	case <-time.After(10 * time.Second):
+		terminate(u.Process, udone, time.Second)
+		t.Errorf("mptcpd as an unprivileged user started beside the C daemon; want a refusal; log:\n%s", ulog.String())
+	}
+	if got := endpointSet(t, h, true); !slices.Equal(got, before) {
+		t.Errorf("endpoints after the unprivileged refusal %q, want the C daemon's %q untouched", got, before)
+	}
+
 	// With the C daemon gone, ours starts. The C daemon leaves its
 	// endpoints behind; they are foreign to ours, which leaves them as
 	// they are and adds none for the same addresses.
@@ -493,5 +525,65 @@ func TestDaemonRefusesBesideCDaemon(t *testing.T) {
 	d.waitState("READY=1")
 	if got := endpointSet(t, h, true); !slices.Equal(got, before) {
 		t.Errorf("endpoints once mptcpd runs %q, want the C daemon's %q as they were", got, before)
+	}
+}
+
+// unprivilegedDaemon returns a command that runs mptcpd as systemd's unit
+// runs it: as an unprivileged user (nobody) with only CAP_NET_ADMIN, with a
+// configuration for the test paths whose state directory that user may
+// write; extra arguments follow --config. Its output goes to the returned
+// buffer. The test's own directories are root's alone, so the binary, the
+// configuration and the state go to a directory of their own.
+func unprivilegedDaemon(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mptcpd-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	state := filepath.Join(dir, "state")
+	ubin := filepath.Join(dir, "mptcpd")
+	if err := os.Mkdir(state, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "mptcpd.toml")
+	text := fmt.Sprintf("state_dir = %q\n[api]\nsocket = %q\n[[rule]]\ninterfaces = [\"p*\"]\nflags = [\"subflow\"]\n",
+		state, filepath.Join(state, "api.sock"))
+	for _, err := range []error{os.WriteFile(ubin, b, 0o755), os.WriteFile(conf, []byte(text), 0o644), os.Chmod(dir, 0o755), os.Chmod(state, 0o777)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(ubin, append([]string{"--config", conf}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: 65534, Gid: 65534},
+		AmbientCaps: []uintptr{unix.CAP_NET_ADMIN},
+	}
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	return cmd, log
+}
+
+// TestDaemonNetNSNeedsSysAdmin runs mptcpd as its unit does, unprivileged
+// with only CAP_NET_ADMIN, and asks it to manage a named namespace: it
+// cannot enter one, and must say so, and how to do it instead.
+func TestDaemonNetNSNeedsSysAdmin(t *testing.T) {
+	t.Parallel()
+	bin := buildDaemon(t)
+	bed := testbed.New(t)
+	h := bed.Host("h")
+	cmd, log := unprivilegedDaemon(t, bin, "--netns", h.NS)
+	err := cmd.Run()
+	if err == nil {
+		t.Fatalf("mptcpd without CAP_SYS_ADMIN managed namespace %s; want a refusal; log:\n%s", h.NS, log.String())
+	}
+	for _, want := range []string{"needs CAP_SYS_ADMIN", "NetworkNamespacePath=/run/netns/" + h.NS} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("the refusal does not say %q; log:\n%s", want, log.String())
+		}
 	}
 }
