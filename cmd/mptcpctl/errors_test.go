@@ -242,8 +242,9 @@ func TestNotRunning(t *testing.T) {
 }
 
 // TestPermissionDeniedAtConnect checks the message for a socket the user
-// may not connect to. Root may connect to any socket, so as root the
-// refusal is simulated at the dialer.
+// may not connect to: one its group may use, and one only its owner may.
+// Root may connect to any socket, so as root the refusal is simulated at
+// the dialer.
 func TestPermissionDeniedAtConnect(t *testing.T) {
 	dir := shortTempDir(t)
 	sock := filepath.Join(dir, "mptcpd.sock")
@@ -252,8 +253,7 @@ func TestPermissionDeniedAtConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lis.Close()
-	group := fileGroup(sock)
-	want := "permission denied: you may not connect to " + sock + " — you are not in its group (" + group + "); ask for it, or use sudo"
+	private := "permission denied: you may not connect to " + sock + " — only root may; use sudo, or give a group the API (the group drop-in in mptcpd.service's comments)"
 
 	if os.Geteuid() != 0 {
 		if err := os.Chmod(sock, 0o600); err != nil {
@@ -265,19 +265,30 @@ func TestPermissionDeniedAtConnect(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		checkOneError(t, runCLI(t, sock, "", "status"), exitPermission, want)
+		checkOneError(t, runCLI(t, sock, "", "status"), exitPermission, private)
 		return
 	}
 
-	var stderr bytes.Buffer
-	a := newApp(strings.NewReader(""), &bytes.Buffer{}, &stderr)
-	a.server = sock
-	if _, err := a.resolve(); err != nil {
-		t.Fatal(err)
-	}
-	a.target.dialer.err = &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)}
-	code, msg := a.explain(&api.Error{Code: codes.Unavailable, Message: "connection error"})
-	if code != exitPermission || msg != want {
-		t.Errorf("explain = %d, %q; want %d, %q", code, msg, exitPermission, want)
+	for _, c := range []struct {
+		mode os.FileMode
+		want string
+	}{
+		{0o660, "permission denied: you may not connect to " + sock + " — you are not in its group (" + fileGroup(sock) + "); ask for it, or use sudo"},
+		{0o600, private},
+	} {
+		if err := os.Chmod(sock, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		a := newApp(strings.NewReader(""), &bytes.Buffer{}, &stderr)
+		a.server = sock
+		if _, err := a.resolve(); err != nil {
+			t.Fatal(err)
+		}
+		a.target.dialer.err = &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)}
+		code, msg := a.explain(&api.Error{Code: codes.Unavailable, Message: "connection error"})
+		if code != exitPermission || msg != c.want {
+			t.Errorf("mode %o: explain = %d, %q; want %d, %q", c.mode, code, msg, exitPermission, c.want)
+		}
 	}
 }

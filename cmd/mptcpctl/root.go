@@ -412,11 +412,13 @@ func notRunning(path string) error {
 
 // noAccess explains EACCES on path (the socket, or its directory).
 func noAccess(path, what string) error {
-	who := "its group"
-	if g := fileGroup(path); g != "" {
-		who += " (" + g + ")"
+	g := fileGroup(path)
+	if g == "" {
+		// Private to its owner, or inside a directory that is (systemd
+		// keeps a dynamic user's runtime directory under /run/private).
+		return &exitError{code: exitPermission, err: fmt.Errorf("permission denied: you may not %s — only root may; use sudo, or give a group the API (the group drop-in in mptcpd.service's comments)", what)}
 	}
-	return &exitError{code: exitPermission, err: fmt.Errorf("permission denied: you may not %s — you are not in %s; ask for it, or use sudo", what, who)}
+	return &exitError{code: exitPermission, err: fmt.Errorf("permission denied: you may not %s — you are not in its group (%s); ask for it, or use sudo", what, g)}
 }
 
 // call returns a context for one call to the daemon, bounded by --timeout.
