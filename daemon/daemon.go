@@ -156,7 +156,12 @@ func Run(ctx context.Context, opts Options) error {
 	defer client.Close()
 	store := &pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}
 	defer store.Close()
-	kern := &kernel{Client: client, nsfd: nsfd}
+	fast, err := genl.New(genl.WithNetNS(nsfd))
+	if err != nil {
+		return err
+	}
+	defer fast.Close()
+	kern := &kernel{Client: client, fast: fast, nsfd: nsfd}
 	rec := pm.NewReconciler(kern, store, log)
 	if !caps.Enabled {
 		log.Warn("MPTCP is disabled in this namespace (net.mptcp.enabled = 0): endpoints are kept, but applications get plain TCP")

@@ -10,8 +10,22 @@ import (
 // counted in metrics (which may be nil).
 type kernel struct {
 	*genl.Client
+	// fast, if set, is a client of its own for the fast path from a new
+	// address to its endpoint (CreateEndpoint, SetLimitsAndCreateEndpoint):
+	// a client's requests go one at a time, and a reconcile's DEL_ADDR,
+	// which waits for an RCU grace period, must not hold a new address's
+	// endpoint up.
+	fast    *genl.Client
 	nsfd    int
 	metrics *metrics.Metrics
+}
+
+// fastClient is the client of the fast path.
+func (k *kernel) fastClient() *genl.Client {
+	if k.fast != nil {
+		return k.fast
+	}
+	return k.Client
 }
 
 // count counts err, if any, as a failed netlink request op.
@@ -33,11 +47,11 @@ func (k *kernel) AddEndpoint(ep genl.Endpoint) (genl.Endpoint, error) {
 }
 
 func (k *kernel) CreateEndpoint(ep genl.Endpoint) error {
-	return k.count("add_addr", k.Client.CreateEndpoint(ep))
+	return k.count("add_addr", k.fastClient().CreateEndpoint(ep))
 }
 
 func (k *kernel) SetLimitsAndCreateEndpoint(l genl.Limits, ep genl.Endpoint) (limitsErr, addErr error) {
-	limitsErr, addErr = k.Client.SetLimitsAndCreateEndpoint(l, ep)
+	limitsErr, addErr = k.fastClient().SetLimitsAndCreateEndpoint(l, ep)
 	return k.count("set_limits", limitsErr), k.count("add_addr", addErr)
 }
 

@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/netmon"
@@ -412,5 +414,149 @@ func TestAddNewSameAddressTwice(t *testing.T) {
 	}
 	if got, want := k.addrs(), []string{"192.0.2.10 subflow", "198.51.100.1 subflow"}; !slices.Equal(got, want) {
 		t.Errorf("endpoints = %v, want %v", got, want)
+	}
+}
+
+// slowDelete is a fake kernel, safe for concurrent use, whose endpoint
+// deletions wait until release is closed, as DEL_ADDR waits for an RCU
+// grace period; deleting says when one has begun.
+type slowDelete struct {
+	mu       sync.Mutex
+	k        *fakeKernel
+	deleting chan struct{}
+	release  chan struct{}
+}
+
+func (s *slowDelete) do(fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn()
+}
+
+func (s *slowDelete) Endpoints() (eps []genl.Endpoint, err error) {
+	s.do(func() { eps, err = s.k.Endpoints() })
+	return
+}
+
+func (s *slowDelete) AddEndpoint(ep genl.Endpoint) (got genl.Endpoint, err error) {
+	s.do(func() { got, err = s.k.AddEndpoint(ep) })
+	return
+}
+
+func (s *slowDelete) CreateEndpoint(ep genl.Endpoint) (err error) {
+	s.do(func() { err = s.k.CreateEndpoint(ep) })
+	return
+}
+
+func (s *slowDelete) SetLimitsAndCreateEndpoint(l genl.Limits, ep genl.Endpoint) (lerr, cerr error) {
+	s.do(func() { lerr, cerr = s.k.SetLimitsAndCreateEndpoint(l, ep) })
+	return
+}
+
+func (s *slowDelete) DeleteEndpoint(id uint8) (err error) {
+	s.deleting <- struct{}{}
+	<-s.release
+	s.do(func() { err = s.k.DeleteEndpoint(id) })
+	return
+}
+
+func (s *slowDelete) SetEndpointFlags(id uint8, f genl.EndpointFlags) (err error) {
+	s.do(func() { err = s.k.SetEndpointFlags(id, f) })
+	return
+}
+
+func (s *slowDelete) Limits() (l genl.Limits, err error) {
+	s.do(func() { l, err = s.k.Limits() })
+	return
+}
+
+func (s *slowDelete) SetLimits(l genl.Limits) (err error) {
+	s.do(func() { err = s.k.SetLimits(l) })
+	return
+}
+
+func (s *slowDelete) PathManager() (pm string, err error) {
+	s.do(func() { pm, err = s.k.PathManager() })
+	return
+}
+
+func (s *slowDelete) SetPathManager(pm string) (err error) {
+	s.do(func() { err = s.k.SetPathManager(pm) })
+	return
+}
+
+// TestAddNewDuringSlowRemoval: an address replaces another (a roam, a
+// renumbering). While the kernel takes its time deleting the old one's
+// endpoint, the new one's is added at once rather than after it; the
+// reconcile still removes the old one, and the records hold the new one,
+// which the next reconcile and a restarted daemon own without duplicate.
+func TestAddNewDuringSlowRemoval(t *testing.T) {
+	k := &slowDelete{k: newFakeKernel(), deleting: make(chan struct{}, 1), release: make(chan struct{})}
+	r, store := newTestReconciler(t, k)
+	cfg := parseConfig(t, twoRules)
+	h := newHost().link(2, "wlan0", netmon.KindPhysical, "192.0.2.10/24")
+	if _, err := r.Reconcile(cfg, h.st); err != nil {
+		t.Fatal(err)
+	}
+
+	h.drop("192.0.2.10")
+	done := make(chan error, 1)
+	var removed Result
+	go func() {
+		var err error
+		removed, err = r.Reconcile(cfg, h.st)
+		done <- err
+	}()
+	select {
+	case <-k.deleting:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reconcile did not delete the old endpoint")
+	}
+
+	h.link(2, "wlan0", netmon.KindPhysical, "192.0.2.20/24")
+	added := make(chan error, 1)
+	go func() {
+		res, err := r.AddNew(h.news(newAddr(2, "192.0.2.20/24")))
+		if err == nil && len(res.Added) != 1 {
+			err = fmt.Errorf("added %v, want the new address's endpoint", res.Added)
+		}
+		added <- err
+	}()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(k.release)
+		t.Fatal("the new address's endpoint waited for the old one's deletion")
+	}
+	close(k.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(removed.Removed) != 1 || removed.Removed[0].Addr != netip.MustParseAddr("192.0.2.10") {
+		t.Errorf("the reconcile removed %v, want the old address's endpoint", removed.Removed)
+	}
+	var got []string
+	k.do(func() { got = k.k.addrs() })
+	if want := []string{"192.0.2.20 subflow"}; !slices.Equal(got, want) {
+		t.Fatalf("endpoints = %v, want %v", got, want)
+	}
+
+	res, err := r.Reconcile(cfg, h.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Changes() != 0 || len(res.Owned) != 1 || len(res.Foreign) != 0 {
+		t.Errorf("the next reconcile: %d changes, owned %v, foreign %v; want none, the new one, none", res.Changes(), res.Owned, res.Foreign)
+	}
+	r2 := NewReconciler(k, store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	res, err = r2.Reconcile(cfg, h.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Changes() != 0 || len(res.Owned) != 1 || len(res.Foreign) != 0 {
+		t.Errorf("after a restart: %d changes, owned %v, foreign %v; want none, the new one, none", res.Changes(), res.Owned, res.Foreign)
 	}
 }

@@ -47,7 +47,13 @@ type Reconciler struct {
 	store  Store
 	log    *slog.Logger
 
-	mu sync.Mutex
+	// run serialises the methods that change endpoints or records, except
+	// AddNew: Reconcile holds it, but not mu, while it waits for the
+	// kernel to delete endpoints (DEL_ADDR waits for an RCU grace period,
+	// milliseconds), so that a new address's fast path does not wait too.
+	// Taken before mu.
+	run sync.Mutex
+	mu  sync.Mutex
 	// own caches the records: the reconciler is their only writer (the
 	// daemon holds the namespace's lock), so they are read from the store
 	// once.
@@ -184,14 +190,62 @@ func (r Result) Changes() int { return len(r.Added) + len(r.Removed) + len(r.Cha
 // start, after lost events, after a reload and after a crash alike. Errors
 // of single changes are collected; the rest of the run goes on.
 func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, error) {
+	r.run.Lock()
+	defer r.run.Unlock()
 	r.mu.Lock()
-	defer r.unlock()
+	res, drops, err := r.reconcile(cfg, st)
+	if len(drops) == 0 {
+		r.unlock()
+		return res, err
+	}
+	// The endpoints nothing wants any more go last, with mu released: the
+	// fast path may add a new address's endpoint meanwhile.
+	r.unlock()
+	errs := []error{err}
+	for _, d := range drops {
+		derr := r.kernel.DeleteEndpoint(d.ep.ID)
+		r.mu.Lock()
+		if derr != nil && !errors.Is(derr, genl.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("removing endpoint %d (%s): %w", d.ep.ID, d.ep.Addr, derr))
+			res.Owned = append(res.Owned, d.ep)
+			r.unlock()
+			continue
+		}
+		if r.last != nil {
+			r.last.ours = slices.DeleteFunc(r.last.ours, func(ep genl.Endpoint) bool { return ep.ID == d.ep.ID })
+		}
+		own, lerr := r.load()
+		if lerr == nil {
+			lerr = r.forget(&own, d.ep, d.reason)
+		}
+		errs = append(errs, lerr)
+		res.Removed = append(res.Removed, d.ep)
+		c := Change{Action: ActionRemove, Endpoint: d.ep, Reason: d.reason}
+		res.Made = append(res.Made, c)
+		if r.onChange != nil {
+			r.onChange(c)
+		}
+		r.unlock()
+	}
+	slices.SortFunc(res.Owned, func(a, b genl.Endpoint) int { return int(a.ID) - int(b.ID) })
+	return res, errors.Join(errs...)
+}
 
+// drop is an endpoint a reconcile removes after the rest, and why.
+type drop struct {
+	ep     genl.Endpoint
+	reason string
+}
+
+// reconcile is Reconcile with mu held, but for the endpoints to remove
+// that no add needs the room of: those it returns, still in the kernel
+// and counted in r.last as such, for the caller to remove.
+func (r *Reconciler) reconcile(cfg *config.Config, st netmon.State) (Result, []drop, error) {
 	var res Result
 	r.last = nil
 	own, ours, foreign, err := r.read()
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	res.Foreign = foreign
 	// Endpoints added on request are the operator's: the policy neither
@@ -214,7 +268,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 	// the limits already allow it.
 	cur, err := r.kernel.Limits()
 	if err != nil {
-		return res, fmt.Errorf("reading the kernel's limits: %w", err)
+		return res, nil, fmt.Errorf("reading the kernel's limits: %w", err)
 	}
 	res.LimitsBefore = cur
 	res.Limits, err = r.applyLimits(&own, cur, DesiredLimits(cfg, wants))
@@ -224,18 +278,33 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 	if res.Limits != cur {
 		res.Made = append(res.Made, Change{Action: ActionLimits, Limits: res.Limits, LimitsFrom: cur, Reason: "policy"})
 	}
+	var drops []drop
 	defer func() {
 		links := make(map[int]linkDecision, len(st.Links))
 		for i, l := range st.Links {
 			links[i] = decideLink(cfg, l)
 		}
-		r.last = &lastRun{cfg: cfg, wants: slices.Clone(wants), ours: slices.Clone(res.Owned), foreign: slices.Clone(foreign), limits: res.Limits, links: links}
+		still := slices.Clone(res.Owned)
+		for _, d := range drops {
+			still = append(still, d.ep)
+		}
+		r.last = &lastRun{cfg: cfg, wants: slices.Clone(wants), ours: still, foreign: slices.Clone(foreign), limits: res.Limits, links: links}
 	}()
 
 	wantByKey := make(map[addrKey]Want, len(wants))
 	for _, w := range wants {
 		wantByKey[w.key()] = w
 	}
+	// The endpoints nobody wants any more are removed after the adds when
+	// the kernel has room for those with them still there; otherwise
+	// first, to make the room.
+	missing := 0
+	for _, w := range wants {
+		if indexKey(ours, w.key()) < 0 {
+			missing++
+		}
+	}
+	dropLater := len(ours)+len(foreign)+missing <= MaxEndpoints
 	// Remove and replace first: that frees room for the adds.
 	var kept []genl.Endpoint
 	for _, ep := range ours {
@@ -245,6 +314,10 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 			reason, ok := why[ep.Addr]
 			if !ok {
 				reason = "address no longer on any interface"
+			}
+			if dropLater {
+				drops = append(drops, drop{ep: ep, reason: reason})
+				continue
 			}
 			if err := r.remove(&own, ep, reason); err != nil {
 				errs = append(errs, err)
@@ -287,7 +360,11 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 			toAdd = append(toAdd, w)
 		}
 	}
-	added, err := r.add(&own, toAdd, [2][]genl.Endpoint{kept, foreign}, r.kernel.AddEndpoint, "address on an interface the policy selects")
+	present := slices.Clone(kept)
+	for _, d := range drops {
+		present = append(present, d.ep) // their IDs are taken until they go
+	}
+	added, err := r.add(&own, toAdd, [2][]genl.Endpoint{present, foreign}, r.kernel.AddEndpoint, "address on an interface the policy selects")
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -304,7 +381,7 @@ func (r *Reconciler) Reconcile(cfg *config.Config, st netmon.State) (Result, err
 			r.onChange(c)
 		}
 	}
-	return res, errors.Join(errs...)
+	return res, drops, errors.Join(errs...)
 }
 
 // plan returns the endpoints the policy cfg wants of the interfaces in st
@@ -708,6 +785,12 @@ func (r *Reconciler) remove(own *Ownership, ep genl.Endpoint, reason string) err
 	if err := r.kernel.DeleteEndpoint(ep.ID); err != nil && !errors.Is(err, genl.ErrNotFound) {
 		return fmt.Errorf("removing endpoint %d (%s): %w", ep.ID, ep.Addr, err)
 	}
+	return r.forget(own, ep, reason)
+}
+
+// forget drops ep, which the kernel no longer has, from the records, and
+// logs its removal with reason. mu is held.
+func (r *Reconciler) forget(own *Ownership, ep genl.Endpoint, reason string) error {
 	var gone []OwnedEndpoint
 	own.Endpoints = slices.DeleteFunc(own.Endpoints, func(o OwnedEndpoint) bool {
 		if o.Matches(ep) {
@@ -757,6 +840,8 @@ func (r *Reconciler) limitsSet(cur, want genl.Limits, err error) error {
 // SelectPathManager sets the namespace's path manager, remembering the one
 // it found the first time so Release can put it back.
 func (r *Reconciler) SelectPathManager(pm string) error {
+	r.run.Lock()
+	defer r.run.Unlock()
 	r.mu.Lock()
 	defer r.unlock()
 	cur, err := r.kernel.PathManager()
@@ -787,6 +872,8 @@ func (r *Reconciler) SelectPathManager(pm string) error {
 // and path manager it found, unless keep is set; then the records are
 // cleared. It is what a clean exit does.
 func (r *Reconciler) Release(keepEndpoints, keepPathManager bool) error {
+	r.run.Lock()
+	defer r.run.Unlock()
 	r.mu.Lock()
 	defer r.unlock()
 	r.last = nil

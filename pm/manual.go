@@ -113,6 +113,8 @@ func (r *Reconciler) AddManual(ep genl.Endpoint) (genl.Endpoint, error) {
 	if err := CheckManual(ep); err != nil {
 		return genl.Endpoint{}, err
 	}
+	r.run.Lock()
+	defer r.run.Unlock()
 	r.mu.Lock()
 	defer r.unlock()
 	r.last = nil // the fast path waits for the next full reconcile
@@ -179,6 +181,8 @@ func (r *Reconciler) find(id uint8) (own Ownership, ep genl.Endpoint, owner Owne
 // refused with an error matching ErrOwnedByPolicy; a missing one matches
 // genl.ErrNotFound.
 func (r *Reconciler) DeleteManual(id uint8) (genl.Endpoint, error) {
+	r.run.Lock()
+	defer r.run.Unlock()
 	r.mu.Lock()
 	defer r.unlock()
 	r.last = nil // the fast path waits for the next full reconcile
@@ -204,6 +208,8 @@ func (r *Reconciler) DeleteManual(id uint8) (genl.Endpoint, error) {
 // request (nil leaves a flag as it is). The policy's endpoints are refused
 // with ErrOwnedByPolicy.
 func (r *Reconciler) SetManualFlags(id uint8, backup, fullmesh *bool) (genl.Endpoint, error) {
+	r.run.Lock()
+	defer r.run.Unlock()
 	r.mu.Lock()
 	defer r.unlock()
 	r.last = nil // the fast path waits for the next full reconcile
@@ -246,6 +252,8 @@ func (r *Reconciler) SetManualFlags(id uint8, backup, fullmesh *bool) (genl.Endp
 // FlushManual removes every endpoint the policy does not derive: those
 // added on request and foreign ones. It returns those removed.
 func (r *Reconciler) FlushManual() ([]genl.Endpoint, error) {
+	r.run.Lock()
+	defer r.run.Unlock()
 	r.mu.Lock()
 	defer r.unlock()
 	r.last = nil // the fast path waits for the next full reconcile
