@@ -115,6 +115,23 @@ func goodput(t *testing.T, from *Host, to netip.AddrPort, got <-chan load.RecvSt
 	}
 }
 
+// shapedGoodput is goodput on a path shaped to rate bits/s. Shaping
+// caps the goodput; a machine whose two cores other tests keep busy can
+// only lower it, so a measurement below half the rate is taken again, up
+// to three times in all, and one above the rate is kept at once.
+func shapedGoodput(t *testing.T, from *Host, to netip.AddrPort, got <-chan load.RecvStats, rate float64) float64 {
+	t.Helper()
+	var g float64
+	for attempt := 1; attempt <= 3; attempt++ {
+		g = goodput(t, from, to, got, int64(rate/8)/load.DefaultSize)
+		if g >= 0.5*rate {
+			return g
+		}
+		t.Logf("attempt %d: %s is below half the rate: the machine is busy; measuring again", attempt, load.FormatRate(g))
+	}
+	return g
+}
+
 // TestShape: a shaped path carries TCP at 50–105 % of its rate (at most
 // the rate, give or take the burst: shaping is on; at least half of it:
 // other tests share the machine's two cores), in each
@@ -131,14 +148,14 @@ func TestShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	// About a second at the rate.
-	if g := goodput(t, a, toB, atB, 20_000_000/8/load.DefaultSize); g < 0.5*20e6 || g > 1.05*20e6 {
+	if g := shapedGoodput(t, a, toB, atB, 20e6); g < 0.5*20e6 || g > 1.05*20e6 {
 		t.Errorf("A→B at 20mbit: goodput %s, want 50–105 %% of the rate", load.FormatRate(g))
 	}
 	// Shaping again replaces the rate; the B end is shaped too.
 	if err := p.Shape("10mbit"); err != nil {
 		t.Fatal(err)
 	}
-	if g := goodput(t, b, toA, atA, 10_000_000/8/load.DefaultSize); g < 0.5*10e6 || g > 1.05*10e6 {
+	if g := shapedGoodput(t, b, toA, atA, 10e6); g < 0.5*10e6 || g > 1.05*10e6 {
 		t.Errorf("B→A at 10mbit: goodput %s, want 50–105 %% of the rate", load.FormatRate(g))
 	}
 	if err := p.Unshape(); err != nil {
