@@ -142,6 +142,22 @@ func (d *daemonProc) waitState(state string) {
 	}
 }
 
+// logged reports whether the daemon's log has every one of want, waiting
+// up to 5 s for it: the log comes through a pipe, the notify states
+// through a socket, and a line written before READY=1 may be read after.
+func (d *daemonProc) logged(want ...string) bool {
+	has := func() bool {
+		log := d.log.String()
+		for _, w := range want {
+			if !strings.Contains(log, w) {
+				return false
+			}
+		}
+		return true
+	}
+	return testbed.WaitFor(5*time.Second, func() (bool, error) { return has(), nil }) == nil
+}
+
 // wait waits for the daemon to exit and returns its error.
 func (d *daemonProc) wait() error {
 	d.t.Helper()
@@ -277,7 +293,7 @@ flags = [%s]
 	if got := endpointSet(t, h, true); !slices.Equal(got, withIDs) {
 		t.Fatalf("after kill -9 and restart endpoints are %q, want %q unchanged", got, withIDs)
 	}
-	if !strings.Contains(d.log.String(), "foreign=1") {
+	if !d.logged("foreign=1") {
 		t.Errorf("the restarted daemon does not report one foreign endpoint; log:\n%s", d.log.String())
 	}
 
@@ -316,7 +332,7 @@ flags = [%s]
 	if got := endpointSet(t, h, true); !slices.Equal(got, backup) {
 		t.Errorf("a refused reload changed the endpoints to %q", got)
 	}
-	if !strings.Contains(d.log.String(), "rule[1].flags") {
+	if !d.logged("rule[1].flags") {
 		t.Errorf("the refused reload's log does not name the bad key; log:\n%s", d.log.String())
 	}
 
@@ -411,15 +427,15 @@ func TestDaemonDefersToNetworkManager(t *testing.T) {
 	noBus := "unix:path=" + filepath.Join(dir, "no-bus")
 	d := startDaemonEnv(t, bin, []string{"WATCHDOG_USEC=300000", "DBUS_SYSTEM_BUS_ADDRESS=" + noBus}, "--config", conf, "--netns", h.NS)
 	d.waitState("READY=1")
-	if log := d.log.String(); !strings.Contains(log, "cannot ask NetworkManager over D-Bus") || !strings.Contains(log, "only the foreign-endpoint rule applies") {
-		t.Errorf("the daemon does not say that only the foreign-endpoint rule applies without a bus; log:\n%s", log)
+	if !d.logged("cannot ask NetworkManager over D-Bus", "only the foreign-endpoint rule applies") {
+		t.Errorf("the daemon does not say that only the foreign-endpoint rule applies without a bus; log:\n%s", d.log.String())
 	}
 	want := []string{"192.0.2.222 subflow", paths[0].A4.String() + " subflow", paths[0].A6.String() + " subflow"}
 	slices.Sort(want)
 	if got := endpointSet(t, h, false); !slices.Equal(got, want) {
 		t.Errorf("endpoints %q, want %q: none of ours on %s, which NetworkManager manages", got, want, paths[1].AIf)
 	}
-	if !strings.Contains(d.log.String(), "NetworkManager runs in this namespace") {
+	if !d.logged("NetworkManager runs in this namespace") {
 		t.Errorf("the daemon does not say it saw NetworkManager; log:\n%s", d.log.String())
 	}
 	d.waitState("WATCHDOG=1")

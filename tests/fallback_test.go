@@ -263,7 +263,7 @@ func TestFallbackAutoWhenMPTCPDisabled(t *testing.T) {
 	n := newFallbackDaemonsBed(t, 1)
 	n.startConverter("", "")
 	d := n.startClient("auto", "", "")
-	if !strings.Contains(d.log.String(), "mode auto picked fallback") {
+	if !d.logged("mode auto picked fallback") {
 		t.Errorf("mptcpd in mode auto with net.mptcp.enabled=0 did not say it picked fallback; log:\n%s", d.log.String())
 	}
 	dst, res := n.sink(t, 256<<10)

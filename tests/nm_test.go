@@ -147,19 +147,18 @@ func TestDaemonNetworkManagerDBus(t *testing.T) {
 	saysLeft := func(ifaces ...string) string {
 		return `msg="interfaces left to NetworkManager" manager=NetworkManager interfaces=` + strings.Join(ifaces, ",") + "\n"
 	}
-	if log := d.log.String(); !strings.Contains(log, saysLeft(p1.AIf)) {
-		t.Errorf("the log does not say that %s (only) is left to NetworkManager; log:\n%s", p1.AIf, log)
+	if !d.logged(saysLeft(p1.AIf)) {
+		t.Errorf("the log does not say that %s (only) is left to NetworkManager; log:\n%s", p1.AIf, d.log.String())
 	}
 
 	// NetworkManager takes p0: the daemon's endpoints leave it.
 	fake.do("set " + p0.AIf + ":100:0x20")
 	waitEndpoints(t, h, "after NetworkManager took "+p0.AIf, []string{foreign})
-	log := d.log.String()
-	if !strings.Contains(log, saysLeft(p0.AIf, p1.AIf)) {
-		t.Errorf("the log does not say that %s and %s are left to NetworkManager; log:\n%s", p0.AIf, p1.AIf, log)
+	if !d.logged(saysLeft(p0.AIf, p1.AIf)) {
+		t.Errorf("the log does not say that %s and %s are left to NetworkManager; log:\n%s", p0.AIf, p1.AIf, d.log.String())
 	}
-	if !strings.Contains(log, "NetworkManager manages MPTCP endpoints on interface "+p0.AIf+" (mptcp-flags subflow") {
-		t.Errorf("the removals from %s do not give NetworkManager as the reason; log:\n%s", p0.AIf, log)
+	if !d.logged("NetworkManager manages MPTCP endpoints on interface " + p0.AIf + " (mptcp-flags subflow") {
+		t.Errorf("the removals from %s do not give NetworkManager as the reason; log:\n%s", p0.AIf, d.log.String())
 	}
 
 	// NetworkManager lets p1 go: the daemon's endpoints come there.

@@ -138,6 +138,12 @@ func TestAnnouncePortListeners(t *testing.T) {
 		locals: []userspace.Local{eth0, wlan0},
 		listen: listen,
 	})
+	// The Manager listens once it runs, before any policy change.
+	h.waitFor("the first listener", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(opened, "10.0.1.1:8443")
+	})
 	h.m.Handle(open(srv, true, "10.0.1.1:443", "198.51.100.7:50000", 0))
 	h.waitCalls(srv, 1)
 	h.settle()

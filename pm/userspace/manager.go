@@ -82,7 +82,7 @@ func New(opts Options) (*Manager, error) {
 
 // Run runs the workers until ctx ends, then closes the listeners.
 func (m *Manager) Run(ctx context.Context) error {
-	m.syncListeners(m.policy.Load())
+	m.syncListeners()
 	var wg sync.WaitGroup
 	for _, w := range m.workers {
 		wg.Go(func() { w.run(ctx) })
@@ -126,7 +126,7 @@ func (m *Manager) Handle(evs []genl.Event) {
 // it returns.
 func (m *Manager) SetPolicy(p *Policy) {
 	prev := m.policy.Swap(p)
-	m.syncListeners(p)
+	m.syncListeners()
 	for _, w := range m.workers {
 		w.mu.Lock()
 		w.newPolicy(prev, p)
@@ -203,12 +203,17 @@ func (m *Manager) Connections() int {
 }
 
 // syncListeners keeps an MPTCP listener on every address and port the
-// policy announces with a port of its own, unless another socket (the
-// application's) already listens there.
-func (m *Manager) syncListeners(p *Policy) {
+// policy in force announces with a port of its own, unless another socket
+// (the application's) already listens there. The policy is read under mu,
+// so that of two calls racing, the one that runs last applies the newest
+// policy, not one a newer call has already replaced.
+func (m *Manager) syncListeners() {
 	if m.opts.Listen == nil {
 		return
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.policy.Load()
 	want := map[netip.AddrPort]bool{}
 	for i := range p.cfg.Rules {
 		r := &p.cfg.Rules[i]
@@ -219,8 +224,6 @@ func (m *Manager) syncListeners(p *Policy) {
 			want[netip.AddrPortFrom(l.Addr, r.AnnouncePort)] = true
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	for a, l := range m.listeners {
 		if !want[a] {
 			if l != nil {
