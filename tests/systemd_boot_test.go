@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -23,7 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mptcpd/mptcpd/diag"
 	"github.com/mptcpd/mptcpd/genl"
+	"github.com/mptcpd/mptcpd/netns"
 	"github.com/mptcpd/mptcpd/tests/testbed"
 )
 
@@ -238,6 +241,12 @@ func TestUnitUnderSystemd(t *testing.T) {
 		t.Errorf("limits after stop %q, want %q restored", l, limitsBefore)
 	}
 
+	// Userspace mode under the same hardening: the daemon makes the
+	// namespace's path manager userspace and opens a live connection's
+	// second subflow itself (ndiffports), and stop puts the in-kernel path
+	// manager back.
+	userspaceLeg(t, c, peer, conf, a4)
+
 	// The unit's recipe for letting a group use the API.
 	c.must("useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "mptcpd")
 	c.must("useradd", "--user-group", "--no-create-home", "--groups", "mptcpd", "reader")
@@ -314,8 +323,8 @@ func TestUnitUnderSystemd(t *testing.T) {
 		"mptcpd.service: Failed with result 'signal'.",
 	}
 	c.waitJournal("the end", func(lines []string) error {
-		if n := countContaining(lines, `msg="mptcpd stopped"`); n != 3 {
-			return fmt.Errorf("%d lines say the daemon stopped, want 3", n)
+		if n := countContaining(lines, `msg="mptcpd stopped"`); n != 4 {
+			return fmt.Errorf("%d lines say the daemon stopped, want 4", n)
 		}
 		return nil
 	})
@@ -330,6 +339,90 @@ func TestUnitUnderSystemd(t *testing.T) {
 		if strings.Contains(e.message, "level=WARN") || strings.Contains(e.message, "level=ERROR") {
 			t.Errorf("journal: %s", e.message)
 		}
+	}
+}
+
+// userspaceLeg runs the unit in userspace mode in container c, whose link
+// to peer holds local: the daemon, with the unit's capabilities and
+// system-call filter, sets the path manager, adopts a connection and opens
+// its second subflow; bytes cross it intact; stop restores the in-kernel
+// path manager.
+func userspaceLeg(t *testing.T, c *container, peer *testbed.Host, conf string, local netip.Addr) {
+	t.Helper()
+	const port = 8080
+	remote := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), port)
+	if err := newClient(t, peer).SetLimits(genl.Limits{Subflows: 8, AddAddrAccepted: 8}); err != nil {
+		t.Fatal(err)
+	}
+	fixedEchoListener(t, peer, 4, port)
+	c.setPathManager(genl.PathManagerKernel)
+	text := `mode = "userspace"
+
+[log]
+level = "debug"
+
+[[rule]]
+name = "test link"
+interfaces = ["mpt*"]
+kinds = ["veth"]
+flags = ["subflow"]
+
+[[userspace.rule]]
+name = "two ports"
+side = "client"
+strategy = "ndiffports"
+subflows = 2
+`
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.must("systemctl", "start", "mptcpd")
+	if pm := c.pathManager(); pm != genl.PathManagerUserspace {
+		t.Errorf("path manager with mode userspace under the unit = %q, want userspace", pm)
+	}
+
+	nsf, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsf.Close()
+	var conn net.Conn
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))}
+	d.SetMultipathTCP(true)
+	if err := netns.Do(int(nsf.Fd()), func() error {
+		var err error
+		conn, err = d.DialContext(ctxT(t), "tcp", remote.String())
+		return err
+	}); err != nil {
+		t.Fatalf("dialing %s from the container: %v", remote, err)
+	}
+	defer conn.Close()
+	if ok, err := conn.(*net.TCPConn).MultipathTCP(); !ok || err != nil {
+		t.Fatalf("the container's connection to %s is not MPTCP (%v)", remote, err)
+	}
+	dc, err := diag.New(diag.WithNetNS(int(nsf.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	// Data first: the connection is fully established, and the kernel
+	// says so to the path manager, once the peer has acknowledged some.
+	if err := exchange(conn, 1<<10); err != nil {
+		t.Fatalf("over the container's connection: %v", err)
+	}
+	l := conn.LocalAddr().(*net.TCPAddr).AddrPort()
+	p := pair(local, remote)
+	waitSubflows(t, dc, netip.AddrPortFrom(l.Addr().Unmap(), l.Port()), "userspace mode under the unit, ndiffports 2", []string{p, p})
+	if err := exchange(conn, 1<<20); err != nil {
+		t.Errorf("over the connection with the daemon's subflow: %v", err)
+	}
+
+	c.must("systemctl", "stop", "mptcpd")
+	if got := c.prop("ActiveState", "Result"); got != "inactive success" {
+		t.Errorf("after stopping userspace mode the unit is %q, want inactive success", got)
+	}
+	if pm := c.pathManager(); pm != genl.PathManagerKernel {
+		t.Errorf("path manager after stopping userspace mode = %q, want kernel restored", pm)
 	}
 }
 
