@@ -297,8 +297,11 @@ func (c *Client) CreateEndpoint(ep Endpoint) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.execute(r.op, r.cmd, netlink.Acknowledge, r.encode)
-	return err
+	// Written as prepared bytes, as SetLimitsAndCreateEndpoint writes its
+	// pair: nothing is encoded or allocated before the request is out.
+	var errs [1]error
+	c.executeInOrder(errs[:], r)
+	return errs[0]
 }
 
 // SetLimitsAndCreateEndpoint is SetLimits, then CreateEndpoint, sent back

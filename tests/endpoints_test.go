@@ -208,3 +208,31 @@ func TestSetLimitsAndCreateEndpoint(t *testing.T) {
 		t.Errorf("Endpoints() = %v, %v; want two", eps, err)
 	}
 }
+
+// TestCreateEndpoint: an endpoint created with the ID the caller chose is in
+// the kernel as given; an ID in use and an address already an endpoint are
+// refused with their errors and change nothing; ID 0 is refused before
+// anything is sent; the client still pairs requests and answers after.
+func TestCreateEndpoint(t *testing.T) {
+	t.Parallel()
+	bed := testbed.New(t)
+	a := bed.Host("a")
+	c := newClient(t, a)
+
+	ep := genl.Endpoint{ID: 9, Addr: netip.MustParseAddr("2001:db8::90"), Flags: genl.FlagSignal | genl.FlagBackup}
+	if err := c.CreateEndpoint(ep); err != nil {
+		t.Fatalf("CreateEndpoint(%v): %v", ep, err)
+	}
+	if got, err := c.Endpoint(9); err != nil || got != ep {
+		t.Errorf("Endpoint(9) = %v, %v; want %v", got, err, ep)
+	}
+	wantErr(t, "create with an ID in use", c.CreateEndpoint(genl.Endpoint{ID: 9, Addr: netip.MustParseAddr("192.0.2.91"), Flags: genl.FlagSubflow}), genl.ErrIDInUse)
+	wantErr(t, "create of an address already an endpoint", c.CreateEndpoint(genl.Endpoint{ID: 10, Addr: ep.Addr, Flags: genl.FlagSubflow}), genl.ErrExists)
+	wantErr(t, "create with ID 0", c.CreateEndpoint(genl.Endpoint{Addr: netip.MustParseAddr("192.0.2.92"), Flags: genl.FlagSubflow}), genl.ErrInvalid)
+	if got := ipEndpoints(t, a); len(got) != 1 || got[0].ID != 9 {
+		t.Errorf("after the refused creates, ip mptcp endpoint show: %v, want only id 9", got)
+	}
+	if eps, err := c.Endpoints(); err != nil || len(eps) != 1 || eps[0] != ep {
+		t.Errorf("Endpoints() = %v, %v; want [%v]", eps, err, ep)
+	}
+}
