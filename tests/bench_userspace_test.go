@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/genetlink"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
@@ -144,7 +145,10 @@ var (
 // (default 5,000). With the defaults a run takes about 30 s.
 // MPTCPD_BENCH_US_GENL_NOISE=dump (or =endpoints) adds another
 // namespace's endpoint dumps (or endpoint additions and deletions), back
-// to back, while it measures (see usGenlNoise).
+// to back, while it measures (see usGenlNoise). MPTCPD_BENCH_US_BARE=c
+// runs the floor as the same loop written in C (tests/barepm/c; needs cc),
+// to tell the cost of the language from that of crossing to userspace;
+// =poller runs barepm through mptcpd's kernel client instead.
 func BenchmarkUserspaceDecision(b *testing.B) {
 	testbed.Require(b)
 	n := usConns
@@ -379,19 +383,34 @@ func usServe(b *testing.B, srv *testbed.Host) uint16 {
 // set to userspace, asking each new connection for a subflow from h's end
 // of path, bound to its interface: in -raw mode (blocking system calls on
 // one thread), or, with MPTCPD_BENCH_US_BARE=poller, through the same
-// kernel client and Go poller as mptcpd.
+// kernel client and Go poller as mptcpd, or, with MPTCPD_BENCH_US_BARE=c,
+// as the same -raw loop written in C (tests/barepm/c, built with cc).
 func usStartBare(b *testing.B, h *testbed.Host, path testbed.Path) {
 	b.Helper()
-	bin := filepath.Join(b.TempDir(), "barepm")
-	if out, err := exec.Command("go", "build", "-o", bin, "./barepm").CombinedOutput(); err != nil {
-		b.Fatalf("building barepm: %v\n%s", err, out)
-	}
 	if err := h.WriteSysctl("net/mptcp/path_manager", "userspace"); err != nil {
 		b.Fatal(err)
 	}
 	args := []string{"-local", path.A4.String(), "-ifindex", strconv.Itoa(path.AIndex)}
-	if os.Getenv("MPTCPD_BENCH_US_BARE") != "poller" {
-		args = append(args, "-raw")
+	bin := filepath.Join(b.TempDir(), "barepm")
+	switch mode := os.Getenv("MPTCPD_BENCH_US_BARE"); mode {
+	case "", "poller":
+		if out, err := exec.Command("go", "build", "-o", bin, "./barepm").CombinedOutput(); err != nil {
+			b.Fatalf("building barepm: %v\n%s", err, out)
+		}
+		if mode == "" {
+			args = append(args, "-raw")
+		}
+	case "c":
+		if out, err := exec.Command("cc", "-O2", "-Wall", "-o", bin, "barepm/c/barepm.c").CombinedOutput(); err != nil {
+			b.Fatalf("building barepm/c/barepm.c (MPTCPD_BENCH_US_BARE=c needs a C compiler: apt-get install gcc): %v\n%s", err, out)
+		}
+		family, group, err := usEventsFamily()
+		if err != nil {
+			b.Fatal(err)
+		}
+		args = append(args, "-family", strconv.Itoa(int(family)), "-group", strconv.Itoa(int(group)))
+	default:
+		b.Fatalf("MPTCPD_BENCH_US_BARE=%q: want poller or c, or nothing for barepm -raw", mode)
 	}
 	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
@@ -433,6 +452,26 @@ func usStartBare(b *testing.B, h *testbed.Host, path testbed.Path) {
 	case <-time.After(10 * time.Second):
 		b.Fatalf("barepm did not start within 10s: %s", log.String())
 	}
+}
+
+// usEventsFamily returns the numbers of the mptcp_pm family and of its
+// events group, which are the same in every network namespace.
+func usEventsFamily() (family uint16, group uint32, err error) {
+	c, err := genetlink.Dial(nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("generic netlink: %w", err)
+	}
+	defer c.Close()
+	f, err := c.GetFamily(genl.FamilyName)
+	if err != nil {
+		return 0, 0, fmt.Errorf("family %s: %w", genl.FamilyName, err)
+	}
+	for _, g := range f.Groups {
+		if g.Name == genl.EventsGroupName {
+			return f.ID, g.ID, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("family %s has no group %s", genl.FamilyName, genl.EventsGroupName)
 }
 
 // usDaemon is mptcpd running in userspace mode on a test host.
