@@ -61,15 +61,17 @@ func WithNetNS(fd int) Option { return func(o *options) { o.netNS = fd } }
 // net.core.rmem_max). A larger buffer loses events less often under bursts.
 func WithEventBuffer(bytes int) Option { return func(o *options) { o.eventBuffer = bytes } }
 
-// WithDirectEventReads makes subscriptions wait for events in ppoll(2) on
-// the thread of the goroutine that calls Receive, and read them with
-// recvmsg(2), rather than in the runtime's network poller: an event then
-// wakes that thread directly instead of the poller's, which would hand the
-// goroutine to another thread. It saves a wake-up per batch of events, at
-// the cost of a thread blocked in the kernel while Receive waits; for a
-// reader on the critical path of a decision, such as a userspace path
-// manager's. Subscriptions on connections without a descriptor read as
-// usual.
+// WithDirectEventReads makes subscriptions wait for events in recvmsg(2)
+// on the thread of the goroutine that calls Receive, rather than in the
+// runtime's network poller: an event then wakes that thread directly
+// instead of the poller's, which would hand the goroutine to another
+// thread, and is read in the same system call. It saves a wake-up per batch
+// of events, at the cost of a thread blocked in the kernel while Receive
+// waits; for a reader on the critical path of a decision, such as a
+// userspace path manager's. A blocked Receive is woken by a message from a
+// second socket, which needs CAP_NET_ADMIN; without it the thread waits in
+// ppoll(2), one system call more per batch. Subscriptions on connections
+// without a descriptor read as usual.
 func WithDirectEventReads() Option { return func(o *options) { o.directReads = true } }
 
 func buildOptions(opts []Option) options {

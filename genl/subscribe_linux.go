@@ -5,10 +5,13 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpd/mptcpd/internal/nlread"
 )
 
 // setReadBuffer sizes a subscription's receive buffer. With CAP_NET_ADMIN
@@ -29,42 +32,41 @@ func setReadBuffer(c *genetlink.Conn, bytes int) {
 	_ = c.SetReadBuffer(bytes)
 }
 
-// rawEvents reads a subscription's socket with recvmsg(2), waiting with
-// ppoll(2) on the reading goroutine's own thread rather than in the
-// runtime's network poller: an event then wakes that thread directly, as
-// it would wake a C daemon's event loop, instead of waking the poller's
-// thread, which hands the goroutine over. For the userspace path manager
-// that is one wake-up less between a connection's ESTABLISHED and its
-// next subflow.
+// rawEvents reads a subscription's socket on the reading goroutine's own
+// thread rather than in the runtime's network poller (see
+// internal/nlread): an event then wakes that thread directly, as it would
+// wake a C daemon's event loop, instead of waking the poller's thread,
+// which hands the goroutine over. For the userspace path manager that is
+// one wake-up less between a connection's ESTABLISHED and its next
+// subflow.
 type rawEvents struct {
+	r *nlread.Reader
 	// mu is held by receive; close takes it after stop has woken receive,
-	// so the descriptors are never closed under it.
-	mu   sync.Mutex
-	fd   int // a duplicate of the socket's descriptor, -1 once closed
-	wake int // an eventfd, readable once the subscription is to end
-	buf  []byte
-	msgs []netlink.Message
+	// so the reader is never closed under it.
+	mu     sync.Mutex
+	closed bool // under mu
+	buf    []byte
+	msgs   []netlink.Message
 }
 
 // newRawEvents returns a raw reader of c's socket, or an error when c has
 // none (a fake connection in tests), in which case the subscription reads
-// through c.
-func newRawEvents(c *genetlink.Conn) (*rawEvents, error) {
-	rc, err := c.SyscallConn()
+// through c. waker is a connection in the same namespace, which wakes a
+// blocked read; the caller closes it.
+func newRawEvents(c, waker *genetlink.Conn) (*rawEvents, error) {
+	src, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(sfd uintptr) { fd, derr = unix.FcntlInt(sfd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
-		return nil, errors.Join(err, derr)
-	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	wsrc, err := waker.SyscallConn()
 	if err != nil {
-		_ = unix.Close(fd)
 		return nil, err
 	}
-	return &rawEvents{fd: fd, wake: wake, buf: make([]byte, receiveBuffer)}, nil
+	r, err := nlread.New(src, wsrc)
+	if err != nil {
+		return nil, err
+	}
+	return &rawEvents{r: r, buf: make([]byte, receiveBuffer)}, nil
 }
 
 // receive reads one datagram of events, waiting for one; it returns
@@ -73,26 +75,15 @@ func newRawEvents(c *genetlink.Conn) (*rawEvents, error) {
 func (r *rawEvents) receive() ([]genetlink.Message, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.fd < 0 {
+	if r.closed {
 		return nil, os.ErrClosed
 	}
-	var n int
-	for {
-		var err error
-		n, _, _, _, err = unix.Recvmsg(r.fd, r.buf, nil, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
-		if err == nil {
-			break
-		}
-		if err != unix.EAGAIN && err != unix.EINTR {
-			return nil, &netlink.OpError{Op: "receive", Err: os.NewSyscallError("recvmsg", err)}
-		}
-		fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN}, {Fd: int32(r.wake), Events: unix.POLLIN}}
-		if _, err := unix.Ppoll(fds, nil, nil); err != nil && err != unix.EINTR {
-			return nil, os.NewSyscallError("ppoll", err)
-		}
-		if fds[1].Revents != 0 {
-			return nil, os.ErrDeadlineExceeded
-		}
+	n, err := r.r.Read(r.buf)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, &netlink.OpError{Op: "receive", Err: err}
 	}
 	if n > len(r.buf) {
 		// Too long to read whole: as good as lost.
@@ -124,21 +115,18 @@ func (r *rawEvents) receive() ([]genetlink.Message, error) {
 	return out, nil
 }
 
-// stop makes receive return at once, now and from then on.
-func (r *rawEvents) stop() {
-	one := [8]byte{1}
-	_, _ = unix.Write(r.wake, one[:])
-}
+// stop makes receive return at once, now and from then on; after close it
+// does nothing.
+func (r *rawEvents) stop() { _ = r.r.SetReadDeadline(time.Now()) }
 
-// close releases the descriptors, once receive has returned (stop makes
-// it return).
+// close releases the reader, once receive has returned (stop makes it
+// return).
 func (r *rawEvents) close() {
 	r.stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.fd >= 0 {
-		_ = unix.Close(r.fd)
-		_ = unix.Close(r.wake)
-		r.fd = -1
+	if !r.closed {
+		_ = r.r.Close()
+		r.closed = true
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -12,6 +11,8 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpd/mptcpd/internal/nlread"
 )
 
 // eventBuffer is the notification socket's receive buffer. With
@@ -58,23 +59,16 @@ func New(opts ...Option) (*Monitor, error) {
 // one that does not fit counts as lost.
 const notificationBuffer = 64 << 10
 
-// events is the notification socket. Its descriptor is waited on with
-// ppoll(2) by the goroutine that reads it, not by the runtime's network
-// poller: a notification then wakes that goroutine's thread directly, as it
-// would wake a C daemon's event loop, where the network poller would wake
-// a thread of its own first and hand the goroutine over to it.
+// events is the notification socket, read on the goroutine that reads it
+// (see internal/nlread): a notification then wakes that goroutine's thread
+// directly, as it would wake a C daemon's event loop.
 type events struct {
-	fd    int // the socket
-	wake  int // an eventfd, readable while the read deadline has passed
+	r     *nlread.Reader
 	buf   []byte
 	msgs  []netlink.Message // the last datagram's, their data in buf
 	cache *cache            // nil when State always reads afresh
 	// pending are the messages next returned, for commit.
 	pending []netlink.Message
-
-	mu       sync.Mutex
-	deadline *time.Timer // a read deadline still to come
-	gen      int         // counts SetReadDeadline calls, under mu
 }
 
 func subscribe(netns int, routes bool) (*events, error) {
@@ -82,7 +76,7 @@ func subscribe(netns int, routes bool) (*events, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netmon: opening rtnetlink notification socket: %w", err)
 	}
-	defer c.Close() // the events keep a descriptor of their own
+	defer c.Close() // the reader keeps a descriptor of its own
 	setReadBuffer(c, eventBuffer)
 	groups := []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR}
 	if routes {
@@ -93,23 +87,25 @@ func subscribe(netns int, routes bool) (*events, error) {
 			return nil, fmt.Errorf("netmon: joining rtnetlink group %d: %w", g, err)
 		}
 	}
-	// A duplicate of the descriptor outlives the Conn, which takes the
-	// original out of the runtime's network poller when it closes.
-	rc, err := c.SyscallConn()
+	// The socket that wakes a blocked read must be in the same namespace.
+	w, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: netns})
+	if err != nil {
+		return nil, fmt.Errorf("netmon: opening rtnetlink socket: %w", err)
+	}
+	defer w.Close()
+	src, err := c.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("netmon: rtnetlink notification socket: %w", err)
 	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(sfd uintptr) { fd, derr = unix.FcntlInt(sfd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
-		return nil, fmt.Errorf("netmon: duplicating the rtnetlink notification socket: %w", errors.Join(err, derr))
-	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	wsrc, err := w.SyscallConn()
 	if err != nil {
-		_ = unix.Close(fd)
-		return nil, fmt.Errorf("netmon: eventfd: %w", err)
+		return nil, fmt.Errorf("netmon: rtnetlink socket: %w", err)
 	}
-	return &events{fd: fd, wake: wake, buf: make([]byte, notificationBuffer)}, nil
+	r, err := nlread.New(src, wsrc)
+	if err != nil {
+		return nil, fmt.Errorf("netmon: %w", err)
+	}
+	return &events{r: r, buf: make([]byte, notificationBuffer)}, nil
 }
 
 // setReadBuffer sizes the socket's receive buffer past net.core.rmem_max
@@ -166,24 +162,9 @@ var errUnreadable = errors.New("netmon: unreadable notification")
 // call less on the way from a new address to its endpoint. The messages
 // are valid until the next call.
 func (e *events) receive() ([]netlink.Message, error) {
-	var n int
-	for {
-		var err error
-		// MSG_TRUNC: n is the datagram's length even if it did not fit.
-		n, _, _, _, err = unix.Recvmsg(e.fd, e.buf, nil, unix.MSG_TRUNC|unix.MSG_DONTWAIT)
-		if err == nil {
-			break
-		}
-		if err != unix.EAGAIN && err != unix.EINTR {
-			return nil, os.NewSyscallError("recvmsg", err)
-		}
-		fds := []unix.PollFd{{Fd: int32(e.fd), Events: unix.POLLIN}, {Fd: int32(e.wake), Events: unix.POLLIN}}
-		if _, err := unix.Ppoll(fds, nil, nil); err != nil && err != unix.EINTR {
-			return nil, os.NewSyscallError("ppoll", err)
-		}
-		if fds[1].Revents != 0 {
-			return nil, os.ErrDeadlineExceeded
-		}
+	n, err := e.r.Read(e.buf)
+	if err != nil {
+		return nil, err
 	}
 	if nlmsgAlign(n) > len(e.buf) {
 		return nil, fmt.Errorf("%w: %d bytes do not fit the buffer", errUnreadable, n)
@@ -217,54 +198,10 @@ func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_
 
 // SetReadDeadline makes receive return os.ErrDeadlineExceeded, at once
 // if it is waiting, once t has come; the zero time takes the deadline away.
-func (e *events) SetReadDeadline(t time.Time) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.gen++
-	if e.deadline != nil {
-		e.deadline.Stop()
-		e.deadline = nil
-	}
-	switch {
-	case t.IsZero():
-		var b [8]byte
-		if _, err := unix.Read(e.wake, b[:]); err != nil && err != unix.EAGAIN {
-			return os.NewSyscallError("read eventfd", err)
-		}
-		return nil
-	case !t.After(time.Now()):
-		return e.expire()
-	}
-	gen := e.gen
-	e.deadline = time.AfterFunc(time.Until(t), func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.gen == gen {
-			_ = e.expire()
-		}
-	})
-	return nil
-}
-
-// expire makes the eventfd readable; e.mu must be held.
-func (e *events) expire() error {
-	one := [8]byte{1} // a uint64 counter: any value but 0 makes it readable
-	if _, err := unix.Write(e.wake, one[:]); err != nil && err != unix.EAGAIN {
-		return os.NewSyscallError("write eventfd", err)
-	}
-	return nil
-}
+func (e *events) SetReadDeadline(t time.Time) error { return e.r.SetReadDeadline(t) }
 
 // Close closes the socket; receive must not be running.
-func (e *events) Close() error {
-	e.mu.Lock()
-	if e.deadline != nil {
-		e.deadline.Stop()
-	}
-	e.gen++
-	e.mu.Unlock()
-	return errors.Join(unix.Close(e.fd), unix.Close(e.wake))
-}
+func (e *events) Close() error { return e.r.Close() }
 
 // reader reads State over the query socket.
 type reader struct {

@@ -452,7 +452,7 @@ func TestEventsLost(t *testing.T) {
 	}
 	defer m.Close()
 	// The kernel's minimum.
-	if err := unix.SetsockoptInt(m.src.(*events).fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
+	if err := unix.SetsockoptInt(m.src.(*events).r.FD(), unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
 		t.Fatal(err)
 	}
 	rec := &lossRecorder{eventSource: m.src}
