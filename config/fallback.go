@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"iter"
 	"net"
 	"net/netip"
@@ -684,6 +685,9 @@ func lines(data []byte) iter.Seq2[int, string] {
 // errors.
 func readSmall(path string, max int64, what string) ([]byte, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("reading %s: %w (the daemon's user may not read it; under mptcpd.service, whose user is dynamic, hand it over with LoadCredential= and name the credential's path, as the unit's comments show)", what, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", what, err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/mptcpd/mptcpd/diag"
 	"github.com/mptcpd/mptcpd/genl"
 	"github.com/mptcpd/mptcpd/netns"
+	"github.com/mptcpd/mptcpd/tests/load"
 	"github.com/mptcpd/mptcpd/tests/testbed"
 )
 
@@ -247,6 +248,11 @@ func TestUnitUnderSystemd(t *testing.T) {
 	// manager back.
 	userspaceLeg(t, c, peer, conf, a4)
 
+	// Fallback mode, its pre-shared key handed over as the unit's comments
+	// say: the dynamic user cannot read root's key file.
+	credDropIn := documentedDropIn(t, string(unit), "LoadCredential=")
+	refused := fallbackLeg(t, c, peer, bin, confDir, credDropIn, a4)
+
 	// The unit's recipe for letting a group use the API.
 	c.must("useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "mptcpd")
 	c.must("useradd", "--user-group", "--no-create-home", "--groups", "mptcpd", "reader")
@@ -317,14 +323,15 @@ func TestUnitUnderSystemd(t *testing.T) {
 	}
 
 	// Nothing in the journal about the unit at warning or worse, but the
-	// failure kill -9 caused; nothing from the daemon at WARN or ERROR.
-	fromKill := []string{
+	// failures kill -9 and the unreadable key caused; nothing from the
+	// daemon at WARN or ERROR but the unreadable key's.
+	fromKill := append([]string{
 		"mptcpd.service: Main process exited, code=killed, status=9/KILL",
 		"mptcpd.service: Failed with result 'signal'.",
-	}
+	}, refused...)
 	c.waitJournal("the end", func(lines []string) error {
-		if n := countContaining(lines, `msg="mptcpd stopped"`); n != 4 {
-			return fmt.Errorf("%d lines say the daemon stopped, want 4", n)
+		if n := countContaining(lines, `msg="mptcpd stopped"`); n != 5 {
+			return fmt.Errorf("%d lines say the daemon stopped, want 5", n)
 		}
 		return nil
 	})
@@ -336,6 +343,9 @@ func TestUnitUnderSystemd(t *testing.T) {
 		}
 	}
 	for _, e := range c.journal("-u", "mptcpd") {
+		if slices.Contains(refused, e.message) {
+			continue
+		}
 		if strings.Contains(e.message, "level=WARN") || strings.Contains(e.message, "level=ERROR") {
 			t.Errorf("journal: %s", e.message)
 		}
@@ -424,6 +434,154 @@ subflows = 2
 	if pm := c.pathManager(); pm != genl.PathManagerKernel {
 		t.Errorf("path manager after stopping userspace mode = %q, want kernel restored", pm)
 	}
+}
+
+// fallbackLeg runs the unit in fallback mode in container c, whose link to
+// peer holds local, with its key given as a credential by credDropIn (the
+// drop-in the unit's comments give, for /etc/mptcpd/fallback.key); a
+// converter, mptcpd outside the container, runs on peer. An application in
+// the container reaches a server in the container through the daemon's
+// SOCKS5 server, the converter and back, bytes intact; the daemon keeps
+// only CAP_NET_ADMIN; the drop-in is removed afterwards. Before the
+// drop-in, a configuration naming root's key file makes the start fail
+// with a message that says what to do; refused is what that failure put in
+// the journal at warning or worse.
+func fallbackLeg(t *testing.T, c *container, peer *testbed.Host, bin, confDir, credDropIn string, local netip.Addr) (refused []string) {
+	t.Helper()
+	const convPort = 7445
+	if !strings.Contains(credDropIn, "LoadCredential=fallback.key:/etc/mptcpd/fallback.key\n") {
+		t.Fatalf("the credential drop-in in mptcpd.service's comments is not for /etc/mptcpd/fallback.key:\n%s", credDropIn)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		t.Fatal(err)
+	}
+	key := hex.EncodeToString(raw[:])
+
+	// The converter, on peer.
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	convConf := filepath.Join(dir, "conv.toml")
+	for path, text := range map[string]string{
+		keys: "container " + key + "\n",
+		convConf: fmt.Sprintf(`state_dir = %q
+[api]
+socket = %q
+[[rule]]
+name = "peer link"
+interfaces = ["mpt*"]
+kinds = ["veth"]
+flags = ["signal"]
+[converter]
+enabled = true
+listen = ["0.0.0.0:%d"]
+keys_file = %q
+allow_prefixes = ["%s/32"]
+`, filepath.Join(dir, "state"), filepath.Join(dir, "conv.sock"), convPort, keys, local),
+	} {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conv := startDaemon(t, bin, "--config", convConf, "--netns", peer.NS)
+	conv.waitState("READY=1")
+
+	// The key stays root's.
+	if err := os.WriteFile(filepath.Join(confDir, "fallback.key"), []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeConf := func(keyFile string) {
+		t.Helper()
+		text := fmt.Sprintf(`mode = "fallback"
+
+[addresses]
+ipv6 = false
+
+[[rule]]
+name = "test link"
+interfaces = ["mpt*"]
+kinds = ["veth"]
+flags = ["subflow"]
+
+[fallback]
+converter = "192.0.2.2:%d"
+key_id = "container"
+key_file = %q
+socks_listen = "127.0.0.1:1080"
+`, convPort, keyFile)
+		if err := os.WriteFile(filepath.Join(confDir, "mptcpd.toml"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Named as it is, root's key cannot be read by the dynamic user: the
+	// unit does not start, and the journal says what to do.
+	warnedBefore := len(c.journal("-p", "warning"))
+	writeConf("/etc/mptcpd/fallback.key")
+	if out, code := c.run("", "systemctl", "start", "mptcpd"); code == 0 {
+		t.Errorf("systemctl start with key_file naming root's file succeeded:\n%s\nwant a failure", out)
+	}
+	c.waitJournal("refused start", func(lines []string) error {
+		if countContaining(lines, "/etc/mptcpd/fallback.key") == 0 || countContaining(lines, "LoadCredential=") == 0 {
+			return errors.New("no line names the unreadable key file and LoadCredential=")
+		}
+		return nil
+	})
+	for _, e := range c.journal("-p", "warning")[warnedBefore:] {
+		refused = append(refused, e.message)
+	}
+	c.must("systemctl", "reset-failed", "mptcpd")
+
+	// Handed over as a credential, it is read.
+	c.mustInput(credDropIn, "sh", "-c", "mkdir -p /etc/systemd/system/mptcpd.service.d && cat > /etc/systemd/system/mptcpd.service.d/credentials.conf")
+	c.must("systemctl", "daemon-reload")
+	writeConf("/run/credentials/mptcpd.service/fallback.key")
+	c.must("systemctl", "start", "mptcpd")
+	st := c.procStatus(c.mainPID())
+	if st["CapEff"] != "0000000000001000" {
+		t.Errorf("in fallback mode CapEff = %s, want CAP_NET_ADMIN alone", st["CapEff"])
+	}
+
+	// A server in the container, reached through the daemon's SOCKS5
+	// server and the converter.
+	nsf, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsf.Close()
+	var ln net.Listener
+	if err := netns.Do(int(nsf.Fd()), func() error {
+		var err error
+		ln, err = net.Listen("tcp4", net.JoinHostPort(local.String(), "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	echoServer(t, ln)
+	target := ln.Addr().String()
+	var conn net.Conn
+	if err := netns.Do(int(nsf.Fd()), func() error {
+		var err error
+		var d net.Dialer
+		conn, err = load.DialSOCKS5(ctxT(t), &d, "127.0.0.1:1080", target, nil)
+		return err
+	}); err != nil {
+		status, _ := c.run("", "journalctl", "--no-pager", "-u", "mptcpd", "-n", "30")
+		t.Fatalf("through the daemon's SOCKS5 server to %s: %v\nconverter log:\n%s\njournal:\n%s", target, err, conv.log.String(), status)
+	}
+	defer conn.Close()
+	if err := exchange(conn, 1<<20); err != nil {
+		t.Errorf("through the fallback datapath: %v", err)
+	}
+	_ = conn.Close()
+
+	c.must("systemctl", "stop", "mptcpd")
+	if got := c.prop("ActiveState", "Result"); got != "inactive success" {
+		t.Errorf("after stopping fallback mode the unit is %q, want inactive success", got)
+	}
+	c.must("rm", "/etc/systemd/system/mptcpd.service.d/credentials.conf")
+	c.must("systemctl", "daemon-reload")
+	return refused
 }
 
 // requireSystemdBoot skips the test, with the reason, unless a container
