@@ -59,6 +59,12 @@ const (
 // The reference is unpacked, not installed, by
 // scripts/fetch-reference-mptcpd.sh; when it cannot be had, mptcpd is
 // measured alone and the reason is logged.
+//
+// MPTCPD_BENCH_A2E_OTHER=PATH measures another mptcpd binary (a previous
+// version, say) in the same run, interleaved with the others on a test
+// host of its own: other-p50-ms and the rest, and p50/other-p50 and
+// p99/other-p99. Between runs this machine varies more than a change to
+// the fast path does; within a run both builds see the same noise.
 func BenchmarkAddressToEndpoint(b *testing.B) {
 	testbed.Require(b)
 	bin := buildDaemon(b)
@@ -100,6 +106,23 @@ func BenchmarkAddressToEndpoint(b *testing.B) {
 		b.Log("measuring mptcpd alone, without ratios to the reference")
 	}
 
+	// Another build of mptcpd (a previous version, a change being weighed),
+	// measured beside this one.
+	var other *prober
+	if bin := os.Getenv("MPTCPD_BENCH_A2E_OTHER"); bin != "" {
+		oh, opeer := bed.Host("oh"), bed.Host("opeer")
+		opath := bed.Connect(oh, opeer)
+		d := startOurs(b, oh, bin, opath)
+		d.name = "other mptcpd (" + bin + ")"
+		other = newProber(b, oh, opath, d)
+	}
+	probers := []*prober{ours}
+	for _, p := range []*prober{ref, other} {
+		if p != nil {
+			probers = append(probers, p)
+		}
+	}
+
 	start := time.Now()
 	truncated := false
 	for i := 0; b.Loop(); i++ {
@@ -108,12 +131,9 @@ func BenchmarkAddressToEndpoint(b *testing.B) {
 			continue // b.Loop must run to its end; the rest are no-ops
 		}
 		addr := netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i%a2eRotation)})
-		if ref != nil && i%2 == 1 {
-			ref.once(addr)
-		}
-		ours.once(addr)
-		if ref != nil && i%2 == 0 {
-			ref.once(addr)
+		// Each daemon goes first in turn.
+		for k := range probers {
+			probers[(i+k)%len(probers)].once(addr)
 		}
 	}
 	if truncated {
@@ -125,6 +145,11 @@ func BenchmarkAddressToEndpoint(b *testing.B) {
 		r := ref.report("ref-")
 		b.ReportMetric(float64(s.p99)/float64(r.p99), "p99/reference-p99")
 		b.ReportMetric(float64(s.p50)/float64(r.p50), "p50/reference-p50")
+	}
+	if other != nil {
+		o := other.report("other-")
+		b.ReportMetric(float64(s.p99)/float64(o.p99), "p99/other-p99")
+		b.ReportMetric(float64(s.p50)/float64(o.p50), "p50/other-p50")
 	}
 }
 
