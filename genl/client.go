@@ -116,6 +116,11 @@ func (c *Client) Close() error {
 // the kernel implements and its multicast groups.
 func (c *Client) Family() genetlink.Family { return c.family }
 
+// EventsGroup returns the ID of the family's events multicast group
+// (EventsGroupName), which programs reading the events on sockets of their
+// own join; 0 when the kernel has none.
+func (c *Client) EventsGroup() uint32 { return c.events }
+
 // execute sends one request and returns the replies; every request of the
 // client goes through here or executeInOrder, and every error is converted
 // there.

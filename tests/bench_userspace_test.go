@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mdlayher/genetlink"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
@@ -457,21 +456,15 @@ func usStartBare(b *testing.B, h *testbed.Host, path testbed.Path) {
 // usEventsFamily returns the numbers of the mptcp_pm family and of its
 // events group, which are the same in every network namespace.
 func usEventsFamily() (family uint16, group uint32, err error) {
-	c, err := genetlink.Dial(nil)
+	c, err := genl.New()
 	if err != nil {
-		return 0, 0, fmt.Errorf("generic netlink: %w", err)
+		return 0, 0, err
 	}
 	defer c.Close()
-	f, err := c.GetFamily(genl.FamilyName)
-	if err != nil {
-		return 0, 0, fmt.Errorf("family %s: %w", genl.FamilyName, err)
+	if c.EventsGroup() == 0 {
+		return 0, 0, fmt.Errorf("family %s has no group %s", genl.FamilyName, genl.EventsGroupName)
 	}
-	for _, g := range f.Groups {
-		if g.Name == genl.EventsGroupName {
-			return f.ID, g.ID, nil
-		}
-	}
-	return 0, 0, fmt.Errorf("family %s has no group %s", genl.FamilyName, genl.EventsGroupName)
+	return c.Family().ID, c.EventsGroup(), nil
 }
 
 // usDaemon is mptcpd running in userspace mode on a test host.

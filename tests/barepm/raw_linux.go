@@ -97,21 +97,15 @@ func runRaw(ctx context.Context, ep genl.Endpoint) error {
 }
 
 func resolve() (family uint16, group uint32, err error) {
-	c, err := genetlink.Dial(nil)
+	c, err := genl.New()
 	if err != nil {
 		return 0, 0, err
 	}
 	defer c.Close()
-	f, err := c.GetFamily(genl.FamilyName)
-	if err != nil {
-		return 0, 0, err
+	if c.EventsGroup() == 0 {
+		return 0, 0, errors.New("the kernel has no MPTCP events group")
 	}
-	for _, g := range f.Groups {
-		if g.Name == genl.EventsGroupName {
-			return f.ID, g.ID, nil
-		}
-	}
-	return 0, 0, errors.New("the kernel has no MPTCP events group")
+	return c.Family().ID, c.EventsGroup(), nil
 }
 
 func readRaw(evFD, reqFD int, family uint16, ep genl.Endpoint, stopped *atomic.Bool, asked, lost *atomic.Int64) error {
