@@ -156,7 +156,9 @@ func Run(ctx context.Context, opts Options) error {
 	defer client.Close()
 	store := &pm.FileStore{Path: filepath.Join(cfg.StateDir, fmt.Sprintf("netns-%d.json", inode))}
 	defer store.Close()
-	fast, err := genl.New(genl.WithNetNS(nsfd))
+	// The fast path writes its requests on a socket the runtime does not
+	// poll: the kernel's answers then wake no thread in the middle.
+	fast, err := genl.New(genl.WithNetNS(nsfd), genl.WithRawRequests())
 	if err != nil {
 		return err
 	}

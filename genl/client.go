@@ -36,6 +36,8 @@ type Client struct {
 	sent  []netlink.Message
 	write func(fd uintptr) bool
 	werr  error
+	// reqs is the socket of WithRawRequests, nil without it.
+	reqs *rawRequests
 
 	closeOnce sync.Once
 	closeErr  error
@@ -48,6 +50,7 @@ type options struct {
 	netNS       int  // file descriptor of a network namespace; 0: the caller's
 	eventBuffer int  // receive buffer of event subscriptions, bytes
 	directReads bool // subscriptions wait for events on the reader's thread
+	rawRequests bool // acknowledged requests go through a socket of their own
 }
 
 // WithNetNS makes the client work in the network namespace open at fd (for
@@ -73,6 +76,17 @@ func WithEventBuffer(bytes int) Option { return func(o *options) { o.eventBuffer
 // ppoll(2), one system call more per batch. Subscriptions on connections
 // without a descriptor read as usual.
 func WithDirectEventReads() Option { return func(o *options) { o.directReads = true } }
+
+// WithRawRequests makes CreateEndpoint and SetLimitsAndCreateEndpoint go
+// through a socket of the client's own that the runtime's network poller
+// does not watch, written and read with blocking system calls. The
+// kernel answers such a request while the write is still in the kernel;
+// on a socket the poller watches, each answer wakes the poller's thread
+// right there, before the next request of the same write is handled. For
+// a client on the critical path from a new address to its endpoint. Linux
+// only; elsewhere, and if the socket cannot be had, the option does
+// nothing.
+func WithRawRequests() Option { return func(o *options) { o.rawRequests = true } }
 
 func buildOptions(opts []Option) options {
 	o := options{eventBuffer: 1 << 20}
@@ -108,7 +122,14 @@ func initClient(c *genetlink.Conn, dial func() (*genetlink.Conn, error), o optio
 // Close closes the client's netlink connection. Subscriptions opened from
 // the client have their own connections and stay open.
 func (c *Client) Close() error {
-	c.closeOnce.Do(func() { c.closeErr = c.c.Close() })
+	c.closeOnce.Do(func() {
+		c.closeErr = c.c.Close()
+		if c.reqs != nil {
+			c.mu.Lock()
+			c.closeErr = errors.Join(c.closeErr, c.reqs.close())
+			c.mu.Unlock()
+		}
+	})
 	return c.closeErr
 }
 
@@ -179,6 +200,10 @@ func (r request) appendAttrs(b []byte) []byte {
 func (c *Client) executeInOrder(errs []error, reqs ...request) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.reqs != nil {
+		c.executeRaw(errs, reqs)
+		return
+	}
 	sent, err := c.sendTogether(reqs)
 	if errors.Is(err, errors.ErrUnsupported) {
 		// A connection without a descriptor (a test's): one by one,

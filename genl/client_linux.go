@@ -3,11 +3,15 @@ package genl
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/mptcpd/mptcpd/netns"
 )
 
 // receiveBuffer is the size of the buffer replies and events are read
@@ -31,7 +35,15 @@ func New(opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, wrapNetlink("open netlink socket", err)
 	}
-	return initClient(c, dial, o)
+	cl, err := initClient(c, dial, o)
+	if err != nil || !o.rawRequests {
+		return cl, err
+	}
+	// Without it the client works as well, only through the poller.
+	if r, err := openRawRequests(o.netNS); err == nil {
+		cl.reqs = r
+	}
+	return cl, nil
 }
 
 // sendTogether writes requests in one write(2) on the connection's
@@ -44,8 +56,26 @@ func (c *Client) sendTogether(reqs []request) ([]netlink.Message, error) {
 	if c.raw == nil {
 		return nil, errors.ErrUnsupported
 	}
-	sent := c.sent[:0]
-	buf := c.buf[:0]
+	buf, sent := c.appendRequests(c.buf[:0], c.sent[:0], reqs)
+	c.buf, c.sent = buf, sent
+	if c.write == nil {
+		c.write = func(fd uintptr) bool {
+			_, c.werr = unix.Write(int(fd), c.buf)
+			return c.werr != unix.EAGAIN
+		}
+	}
+	if err := c.raw.Write(c.write); err != nil {
+		return nil, err
+	}
+	if c.werr != nil {
+		return nil, os.NewSyscallError("write", c.werr)
+	}
+	return sent, nil
+}
+
+// appendRequests appends reqs to buf, numbered from c.seq on, and their
+// headers to sent. c.mu is held.
+func (c *Client) appendRequests(buf []byte, sent []netlink.Message, reqs []request) ([]byte, []netlink.Message) {
 	for _, r := range reqs {
 		c.seq++
 		h := netlink.Header{
@@ -64,23 +94,130 @@ func (c *Client) sendTogether(reqs []request) ([]netlink.Message, error) {
 		binary.NativeEndian.PutUint32(buf[start+8:], h.Sequence)
 		sent = append(sent, netlink.Message{Header: h})
 	}
-	c.buf, c.sent = buf, sent
-	if c.write == nil {
-		c.write = func(fd uintptr) bool {
-			_, c.werr = unix.Write(int(fd), c.buf)
-			return c.werr != unix.EAGAIN
-		}
-	}
-	if err := c.raw.Write(c.write); err != nil {
-		return nil, err
-	}
-	if c.werr != nil {
-		return nil, os.NewSyscallError("write", c.werr)
-	}
-	return sent, nil
+	return buf, sent
 }
 
 const nlmsgHeaderLen = 16 // struct nlmsghdr
 
 // nlmsgAlign rounds n up to the alignment of netlink messages.
 func nlmsgAlign(n int) int { return (n + 3) &^ 3 }
+
+// rawRequests is WithRawRequests's socket: blocking, never in the runtime's
+// network poller, so that the kernel's answers wake no thread.
+type rawRequests struct {
+	fd  int
+	buf []byte // the requests written, then each answer read
+}
+
+// openRawRequests opens the socket in the namespace open at netNS (0: the
+// caller's), with the kernel's error text on and its copy of the request
+// off (NETLINK_EXT_ACK, NETLINK_CAP_ACK).
+func openRawRequests(netNS int) (*rawRequests, error) {
+	open := func() (int, error) {
+		return unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
+	}
+	var (
+		fd  int
+		err error
+	)
+	if netNS > 0 {
+		err = netns.Do(netNS, func() error {
+			var serr error
+			fd, serr = open()
+			return serr
+		})
+	} else {
+		fd, err = open()
+	}
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	for _, opt := range []int{unix.NETLINK_EXT_ACK, unix.NETLINK_CAP_ACK} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, opt, 1); err != nil {
+			_ = unix.Close(fd)
+			return nil, os.NewSyscallError("setsockopt", err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		_ = unix.Close(fd)
+		return nil, os.NewSyscallError("bind", err)
+	}
+	return &rawRequests{fd: fd, buf: make([]byte, 0, receiveBuffer)}, nil
+}
+
+func (r *rawRequests) close() error { return unix.Close(r.fd) }
+
+// executeRaw is executeInOrder on the WithRawRequests socket: one write,
+// then an answer per request, each an acknowledgement or an error. c.mu is
+// held.
+func (c *Client) executeRaw(errs []error, reqs []request) {
+	r := c.reqs
+	buf, sent := c.appendRequests(r.buf[:0], c.sent[:0], reqs)
+	c.sent = sent
+	fail := func(from int, err error) {
+		for j := from; j < len(errs); j++ {
+			errs[j] = wrapNetlink(reqs[from].op, err)
+		}
+	}
+	for {
+		_, err := unix.Write(r.fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			fail(0, os.NewSyscallError("write", err))
+			return
+		}
+		break
+	}
+	buf = buf[:cap(buf)]
+	for i := 0; i < len(sent); {
+		n, _, _, _, err := unix.Recvmsg(r.fd, buf, nil, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			fail(i, os.NewSyscallError("recvmsg", err))
+			return
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			fail(i, fmt.Errorf("reading the answer: %w", err))
+			return
+		}
+		for _, m := range msgs {
+			// Answers to requests of an earlier, failed exchange are
+			// passed over.
+			if i >= len(sent) || m.Header.Seq != sent[i].Header.Sequence {
+				continue
+			}
+			errs[i] = answerError(reqs[i].op, m)
+			i++
+		}
+	}
+}
+
+// answerError returns the error an answer to an acknowledged request
+// carries, nil for an acknowledgement.
+func answerError(op string, m syscall.NetlinkMessage) error {
+	if m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+		return newError(op, fmt.Errorf("answer of type %d where an acknowledgement was due", m.Header.Type), "")
+	}
+	errno := -int32(binary.NativeEndian.Uint32(m.Data))
+	if errno == 0 {
+		return nil
+	}
+	// With NETLINK_CAP_ACK the request's header alone follows the errno;
+	// then, with NLM_F_ACK_TLVS, the extended acknowledgement.
+	var text string
+	if m.Header.Flags&unix.NLM_F_ACK_TLVS != 0 && len(m.Data) >= 4+nlmsgHeaderLen {
+		if ad, err := netlink.NewAttributeDecoder(m.Data[4+nlmsgHeaderLen:]); err == nil {
+			for ad.Next() {
+				if ad.Type() == unix.NLMSGERR_ATTR_MSG {
+					text = ad.String()
+				}
+			}
+		}
+	}
+	return newError(op, unix.Errno(errno), text)
+}

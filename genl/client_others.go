@@ -17,3 +17,10 @@ func New(opts ...Option) (*Client, error) {
 func (c *Client) sendTogether([]request) ([]netlink.Message, error) {
 	return nil, errors.ErrUnsupported
 }
+
+// rawRequests is WithRawRequests's socket, which only Linux has.
+type rawRequests struct{}
+
+func (*rawRequests) close() error { return nil }
+
+func (c *Client) executeRaw([]error, []request) {}

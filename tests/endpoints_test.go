@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -168,9 +169,13 @@ func TestEndpointLifecycle(t *testing.T) {
 // other request still takes effect.
 func TestSetLimitsAndCreateEndpoint(t *testing.T) {
 	t.Parallel()
+	forEachRequestPath(t, testSetLimitsAndCreateEndpoint)
+}
+
+func testSetLimitsAndCreateEndpoint(t *testing.T, opts ...genl.Option) {
 	bed := testbed.New(t)
 	a := bed.Host("a")
-	c := newClient(t, a)
+	c := newClient(t, a, opts...)
 
 	ep := genl.Endpoint{ID: 7, Addr: netip.MustParseAddr("192.0.2.70"), Flags: genl.FlagSubflow}
 	if limitsErr, createErr := c.SetLimitsAndCreateEndpoint(genl.Limits{AddAddrAccepted: 1, Subflows: 5}, ep); limitsErr != nil || createErr != nil {
@@ -197,6 +202,9 @@ func TestSetLimitsAndCreateEndpoint(t *testing.T) {
 	limitsErr, createErr = c.SetLimitsAndCreateEndpoint(genl.Limits{Subflows: 9},
 		genl.Endpoint{ID: 8, Addr: netip.MustParseAddr("192.0.2.72"), Flags: genl.FlagSubflow})
 	wantErr(t, "limits above the maximum", limitsErr, genl.ErrLimit, genl.ErrInvalid)
+	if limitsErr != nil && !strings.Contains(limitsErr.Error(), "(kernel: ") {
+		t.Errorf("limits refused with %q, want the kernel's own words (its extended acknowledgement) in it", limitsErr)
+	}
 	if createErr != nil {
 		t.Errorf("create refused: %v", createErr)
 	}
@@ -215,9 +223,13 @@ func TestSetLimitsAndCreateEndpoint(t *testing.T) {
 // anything is sent; the client still pairs requests and answers after.
 func TestCreateEndpoint(t *testing.T) {
 	t.Parallel()
+	forEachRequestPath(t, testCreateEndpoint)
+}
+
+func testCreateEndpoint(t *testing.T, opts ...genl.Option) {
 	bed := testbed.New(t)
 	a := bed.Host("a")
-	c := newClient(t, a)
+	c := newClient(t, a, opts...)
 
 	ep := genl.Endpoint{ID: 9, Addr: netip.MustParseAddr("2001:db8::90"), Flags: genl.FlagSignal | genl.FlagBackup}
 	if err := c.CreateEndpoint(ep); err != nil {

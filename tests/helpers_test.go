@@ -16,11 +16,11 @@ import (
 	"github.com/mptcpd/mptcpd/tests/testbed"
 )
 
-// newClient opens a genl client in the host's namespace, closed at the end
-// of the test.
-func newClient(t *testing.T, h *testbed.Host) *genl.Client {
+// newClient opens a genl client in the host's namespace, with opts, closed
+// at the end of the test.
+func newClient(t *testing.T, h *testbed.Host, opts ...genl.Option) *genl.Client {
 	t.Helper()
-	c, err := genl.New(genl.WithNetNS(h.FD()))
+	c, err := genl.New(append([]genl.Option{genl.WithNetNS(h.FD())}, opts...)...)
 	if err != nil {
 		t.Fatalf("genl.New in host %s: %v", h.Name, err)
 	}
@@ -156,4 +156,13 @@ func terminate(p *os.Process, done <-chan error, grace time.Duration) {
 		_ = p.Kill()
 		<-done
 	}
+}
+
+// forEachRequestPath runs fn as a subtest for each way a client sends
+// acknowledged requests: through the netlink package's socket, and through
+// a socket of its own (genl.WithRawRequests).
+func forEachRequestPath(t *testing.T, fn func(t *testing.T, opts ...genl.Option)) {
+	t.Helper()
+	t.Run("poller", func(t *testing.T) { t.Parallel(); fn(t) })
+	t.Run("raw", func(t *testing.T) { t.Parallel(); fn(t, genl.WithRawRequests()) })
 }
