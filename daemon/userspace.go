@@ -32,7 +32,9 @@ func (n *node) startUserspace(ctx context.Context, st netmon.State) (*userspace.
 	var kernels []userspace.Kernel
 	var clients []*genl.Client
 	for range workers {
-		c, err := genl.New(genl.WithNetNS(n.nsfd))
+		// Subflows are asked for on sockets the runtime does not poll (see
+		// genl.WithRawRequests): a decision waits on the request.
+		c, err := genl.New(genl.WithNetNS(n.nsfd), genl.WithRawRequests())
 		if err != nil {
 			for _, c := range clients {
 				_ = c.Close()

@@ -64,28 +64,26 @@ func WithNetNS(fd int) Option { return func(o *options) { o.netNS = fd } }
 // net.core.rmem_max). A larger buffer loses events less often under bursts.
 func WithEventBuffer(bytes int) Option { return func(o *options) { o.eventBuffer = bytes } }
 
-// WithDirectEventReads makes subscriptions wait for events in recvmsg(2)
-// on the thread of the goroutine that calls Receive, rather than in the
-// runtime's network poller: an event then wakes that thread directly
-// instead of the poller's, which would hand the goroutine to another
-// thread, and is read in the same system call. It saves a wake-up per batch
-// of events, at the cost of a thread blocked in the kernel while Receive
-// waits; for a reader on the critical path of a decision, such as a
-// userspace path manager's. A blocked Receive is woken by a message from a
-// second socket, which needs CAP_NET_ADMIN; without it the thread waits in
-// ppoll(2), one system call more per batch. Subscriptions on connections
-// without a descriptor read as usual.
+// WithDirectEventReads makes subscriptions read each batch of events with
+// one raw system call (see internal/nlread) rather than through the
+// netlink package, which peeks at a batch's size first and makes both
+// calls the usual way. A system call made the usual way by a program that
+// was idle first wakes the runtime's monitor thread: a thread wake-up on
+// the critical path of a decision, such as a userspace path manager's.
+// Subscriptions on connections without a descriptor read as usual.
 func WithDirectEventReads() Option { return func(o *options) { o.directReads = true } }
 
-// WithRawRequests makes CreateEndpoint and SetLimitsAndCreateEndpoint go
-// through a socket of the client's own that the runtime's network poller
-// does not watch, written and read with blocking system calls. The
-// kernel answers such a request while the write is still in the kernel;
-// on a socket the poller watches, each answer wakes the poller's thread
-// right there, before the next request of the same write is handled. For
-// a client on the critical path from a new address to its endpoint. Linux
-// only; elsewhere, and if the socket cannot be had, the option does
-// nothing.
+// WithRawRequests makes CreateEndpoint, SetLimitsAndCreateEndpoint and
+// CreateSubflow go through a socket of the client's own that the
+// runtime's network poller does not watch, written and read with raw
+// system calls. The kernel answers such a request while the write is
+// still in the kernel; on a socket the poller watches, each answer wakes
+// the poller's thread right there, before the next request of the same
+// write is handled, and a system call made the usual way by a program
+// that was idle first wakes the runtime's monitor thread. For a client on
+// the critical path from a new address to its endpoint, or from a
+// connection's ESTABLISHED to its next subflow. Linux only; elsewhere, and
+// if the socket cannot be had, the option does nothing.
 func WithRawRequests() Option { return func(o *options) { o.rawRequests = true } }
 
 func buildOptions(opts []Option) options {
@@ -166,7 +164,9 @@ type request struct {
 	op     string
 	cmd    command
 	limits Limits   // SET_LIMITS
-	nest   addrNest // ADD_ADDR
+	nest   addrNest // ADD_ADDR; SUBFLOW_CREATE's local end
+	token  uint32   // SUBFLOW_CREATE
+	remote addrNest // SUBFLOW_CREATE
 }
 
 // encode writes the request's attributes with the netlink package.
@@ -177,6 +177,10 @@ func (r request) encode(ae *netlink.AttributeEncoder) {
 		ae.Uint32(uint16(pmAttrSubflows), r.limits.Subflows)
 	case cmdAddAddr:
 		r.nest.nest(ae, pmAttrAddr)
+	case cmdSubflowCreate:
+		ae.Uint32(uint16(pmAttrToken), r.token)
+		r.nest.nest(ae, pmAttrAddr)
+		r.remote.nest(ae, pmAttrAddrRemote)
 	}
 }
 
@@ -188,6 +192,10 @@ func (r request) appendAttrs(b []byte) []byte {
 		return appendU32Attr(b, uint16(pmAttrSubflows), r.limits.Subflows)
 	case cmdAddAddr:
 		return r.nest.appendNest(b, pmAttrAddr)
+	case cmdSubflowCreate:
+		b = appendU32Attr(b, uint16(pmAttrToken), r.token)
+		b = r.nest.appendNest(b, pmAttrAddr)
+		return r.remote.appendNest(b, pmAttrAddrRemote)
 	}
 	return b
 }
@@ -584,13 +592,18 @@ func (c *Client) CreateSubflow(token uint32, local Endpoint, remote netip.AddrPo
 	if err := checkIfIndex(op, local.IfIndex); err != nil {
 		return err
 	}
-	n := addrNest{id: local.ID, addr: local.Addr, port: local.Port, flags: local.Flags, ifIndex: local.IfIndex}
-	_, err := c.execute(op, cmdSubflowCreate, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
-		ae.Uint32(uint16(pmAttrToken), token)
-		n.nest(ae, pmAttrAddr)
-		addrNest{addr: remote.Addr(), port: remote.Port()}.nest(ae, pmAttrAddrRemote)
+	// Written as prepared bytes, and through WithRawRequests's socket
+	// when the client has one: a userspace path manager's decision waits
+	// on it.
+	var errs [1]error
+	c.executeInOrder(errs[:], request{
+		op:     op,
+		cmd:    cmdSubflowCreate,
+		token:  token,
+		nest:   addrNest{id: local.ID, addr: local.Addr, port: local.Port, flags: local.Flags, ifIndex: local.IfIndex},
+		remote: addrNest{addr: remote.Addr(), port: remote.Port()},
 	})
-	return err
+	return errs[0]
 }
 
 // DestroySubflow closes the subflow local↔remote of the connection

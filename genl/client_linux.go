@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
@@ -102,8 +103,8 @@ const nlmsgHeaderLen = 16 // struct nlmsghdr
 // nlmsgAlign rounds n up to the alignment of netlink messages.
 func nlmsgAlign(n int) int { return (n + 3) &^ 3 }
 
-// rawRequests is WithRawRequests's socket: blocking, never in the runtime's
-// network poller, so that the kernel's answers wake no thread.
+// rawRequests is WithRawRequests's socket: never in the runtime's network
+// poller, so that the kernel's answers wake no thread.
 type rawRequests struct {
 	fd  int
 	buf []byte // the requests written, then each answer read
@@ -159,25 +160,36 @@ func (c *Client) executeRaw(errs []error, reqs []request) {
 			errs[j] = wrapNetlink(reqs[from].op, err)
 		}
 	}
+	// Raw system calls: the kernel handles the requests within the write
+	// and queues the answers before it returns, so neither call waits for
+	// anything, and neither wakes the runtime's monitor thread.
 	for {
-		_, err := unix.Write(r.fd, buf)
-		if err == unix.EINTR {
+		_, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(r.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		if errno == unix.EINTR {
 			continue
 		}
-		if err != nil {
-			fail(0, os.NewSyscallError("write", err))
+		if errno != 0 {
+			fail(0, os.NewSyscallError("write", errno))
 			return
 		}
 		break
 	}
 	buf = buf[:cap(buf)]
 	for i := 0; i < len(sent); {
-		n, _, _, _, err := unix.Recvmsg(r.fd, buf, nil, 0)
+		r1, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(r.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), unix.MSG_DONTWAIT, 0, 0)
+		n := int(r1)
+		var err error
+		if errno == unix.EAGAIN {
+			// Not queued yet after all: wait for it the usual way.
+			n, _, _, _, err = unix.Recvmsg(r.fd, buf, nil, 0)
+		} else if errno != 0 {
+			err = errno
+		}
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			fail(i, os.NewSyscallError("recvmsg", err))
+			fail(i, os.NewSyscallError("recvfrom", err))
 			return
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])

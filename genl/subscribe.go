@@ -44,7 +44,7 @@ func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
 	}
 	s := &Subscription{c: conn, ctx: ctx}
 	if c.opts.directReads {
-		if raw, err := c.newRawEvents(conn); err == nil {
+		if raw, err := newRawEvents(conn); err == nil {
 			s.raw = raw
 			s.stopFunc = context.AfterFunc(ctx, raw.stop)
 			return s, nil
@@ -54,17 +54,6 @@ func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
 	// blocked read would return an error no sentinel matches.
 	s.stopFunc = context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
 	return s, nil
-}
-
-// newRawEvents reads conn on the reading goroutine's own thread, with
-// another connection in the namespace to wake it.
-func (c *Client) newRawEvents(conn *genetlink.Conn) (*rawEvents, error) {
-	waker, err := c.dial()
-	if err != nil {
-		return nil, err
-	}
-	defer waker.Close()
-	return newRawEvents(conn, waker)
 }
 
 // Receive blocks until events arrive and returns them in the order the

@@ -32,13 +32,12 @@ func setReadBuffer(c *genetlink.Conn, bytes int) {
 	_ = c.SetReadBuffer(bytes)
 }
 
-// rawEvents reads a subscription's socket on the reading goroutine's own
-// thread rather than in the runtime's network poller (see
-// internal/nlread): an event then wakes that thread directly, as it would
-// wake a C daemon's event loop, instead of waking the poller's thread,
-// which hands the goroutine over. For the userspace path manager that is
-// one wake-up less between a connection's ESTABLISHED and its next
-// subflow.
+// rawEvents reads a subscription's socket with one raw system call per
+// datagram (see internal/nlread), where the netlink package peeks at the
+// size first and makes both calls the usual way, each of which wakes the
+// runtime's monitor thread when the program was idle. For the userspace
+// path manager that is one wake-up less between a connection's
+// ESTABLISHED and its next subflow.
 type rawEvents struct {
 	r *nlread.Reader
 	// mu is held by receive; close takes it after stop has woken receive,
@@ -51,18 +50,13 @@ type rawEvents struct {
 
 // newRawEvents returns a raw reader of c's socket, or an error when c has
 // none (a fake connection in tests), in which case the subscription reads
-// through c. waker is a connection in the same namespace, which wakes a
-// blocked read; the caller closes it.
-func newRawEvents(c, waker *genetlink.Conn) (*rawEvents, error) {
+// through c.
+func newRawEvents(c *genetlink.Conn) (*rawEvents, error) {
 	src, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	wsrc, err := waker.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	r, err := nlread.New(src, wsrc)
+	r, err := nlread.New(src)
 	if err != nil {
 		return nil, err
 	}

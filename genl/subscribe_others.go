@@ -15,7 +15,7 @@ func setReadBuffer(c *genetlink.Conn, bytes int) { _ = c.SetReadBuffer(bytes) }
 // connection.
 type rawEvents struct{}
 
-func newRawEvents(_, _ *genetlink.Conn) (*rawEvents, error) { return nil, errors.ErrUnsupported }
+func newRawEvents(*genetlink.Conn) (*rawEvents, error) { return nil, errors.ErrUnsupported }
 
 func (*rawEvents) receive() ([]genetlink.Message, error) { return nil, errors.ErrUnsupported }
 func (*rawEvents) stop()                                 {}

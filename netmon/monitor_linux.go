@@ -59,9 +59,8 @@ func New(opts ...Option) (*Monitor, error) {
 // one that does not fit counts as lost.
 const notificationBuffer = 64 << 10
 
-// events is the notification socket, read on the goroutine that reads it
-// (see internal/nlread): a notification then wakes that goroutine's thread
-// directly, as it would wake a C daemon's event loop.
+// events is the notification socket, read with one raw system call per
+// datagram (see internal/nlread).
 type events struct {
 	r     *nlread.Reader
 	buf   []byte
@@ -87,21 +86,11 @@ func subscribe(netns int, routes bool) (*events, error) {
 			return nil, fmt.Errorf("netmon: joining rtnetlink group %d: %w", g, err)
 		}
 	}
-	// The socket that wakes a blocked read must be in the same namespace.
-	w, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: netns})
-	if err != nil {
-		return nil, fmt.Errorf("netmon: opening rtnetlink socket: %w", err)
-	}
-	defer w.Close()
 	src, err := c.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("netmon: rtnetlink notification socket: %w", err)
 	}
-	wsrc, err := w.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("netmon: rtnetlink socket: %w", err)
-	}
-	r, err := nlread.New(src, wsrc)
+	r, err := nlread.New(src)
 	if err != nil {
 		return nil, fmt.Errorf("netmon: %w", err)
 	}

@@ -31,7 +31,13 @@ func testUserspacePM(t *testing.T, family int) {
 			t.Fatalf("host %s: path manager = %q, %v; want userspace", h.Name, pm, err)
 		}
 	}
-	cc, sc := newClient(t, cli), newClient(t, srv)
+	// The client's commands go through the netlink package for IPv4 and
+	// through a socket of their own (genl.WithRawRequests) for IPv6.
+	var opts []genl.Option
+	if family == 6 {
+		opts = append(opts, genl.WithRawRequests())
+	}
+	cc, sc := newClient(t, cli, opts...), newClient(t, srv)
 	cev, sev := collect(t, cli, cc), collect(t, srv, sc)
 
 	ln, port := echoListener(t, srv, family)
