@@ -99,8 +99,8 @@ var (
 // cost in absolute terms, to set against a real path's round-trip time.
 //
 // A third client host, hb, runs the least a userspace path manager can
-// do (tests/barepm -raw: one thread blocked in recvmsg(2) on the event
-// socket, one sendmsg(2) of SUBFLOW_CREATE per ESTABLISHED, nothing else),
+// do (tests/barepm -raw: events read as mptcpd reads them, one raw
+// write(2) of SUBFLOW_CREATE per ESTABLISHED, nothing else),
 // in the same rounds: the floor of any userspace path manager on this
 // machine, against which mptcpd's own cost can be told apart from the
 // cost of crossing to userspace at all.
@@ -380,10 +380,10 @@ func usServe(b *testing.B, srv *testbed.Host) uint16 {
 
 // usStartBare builds tests/barepm and runs it on h, with h's path manager
 // set to userspace, asking each new connection for a subflow from h's end
-// of path, bound to its interface: in -raw mode (blocking system calls on
-// one thread), or, with MPTCPD_BENCH_US_BARE=poller, through the same
-// kernel client and Go poller as mptcpd, or, with MPTCPD_BENCH_US_BARE=c,
-// as the same -raw loop written in C (tests/barepm/c, built with cc).
+// of path, bound to its interface: in -raw mode (raw system calls, see
+// barepm), or, with MPTCPD_BENCH_US_BARE=poller, through the genl client's
+// defaults, or, with MPTCPD_BENCH_US_BARE=c, as a blocking recv/send loop
+// written in C (tests/barepm/c, built with cc).
 func usStartBare(b *testing.B, h *testbed.Host, path testbed.Path) {
 	b.Helper()
 	if err := h.WriteSysctl("net/mptcp/path_manager", "userspace"); err != nil {

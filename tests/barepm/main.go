@@ -11,10 +11,12 @@
 // (net.mptcp.path_manager). It runs until it is sent SIGTERM or SIGINT,
 // and prints how many subflows it asked for and how many requests failed.
 //
-// With -raw it goes further down: one OS thread blocks in recvmsg(2) on a
-// blocking netlink socket of its own (no poller between the kernel and it),
-// and writes each request with one sendmsg(2) without waiting for the
-// kernel's answer. That is as little as userspace can do per decision.
+// With -raw it goes further down, with what mptcpd does on its own critical
+// path and nothing else: it reads events as mptcpd does (internal/nlread:
+// one raw recvfrom(2) per batch, after the runtime's poller), and writes
+// each request with one raw write(2) on a socket of its own without
+// waiting for the kernel's answer. That is as little as a Go program can
+// do per decision; tests/barepm/c is the same in C.
 package main
 
 import (

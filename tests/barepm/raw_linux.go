@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
-	"sync/atomic"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/mptcpd/mptcpd/genl"
+	"github.com/mptcpd/mptcpd/internal/nlread"
 )
 
 // The numbers of the mptcp_pm family this program writes (see genl's
@@ -31,19 +34,22 @@ const (
 	addrIfIdx        = 7
 )
 
-// runRaw is the -raw mode: one locked thread, blocking system calls.
+// runRaw is the -raw mode: events read as mptcpd reads them (see
+// internal/nlread), requests written with a raw write(2) and not waited
+// for.
 func runRaw(ctx context.Context, ep genl.Endpoint) error {
 	family, group, err := resolve()
 	if err != nil {
 		return err
 	}
-	evFD, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
+	evFD, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_GENERIC)
 	if err != nil {
 		return fmt.Errorf("event socket: %w", err)
 	}
+	evFile := os.NewFile(uintptr(evFD), "events")
+	defer evFile.Close()
 	reqFD, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
 	if err != nil {
-		_ = unix.Close(evFD)
 		return fmt.Errorf("request socket: %w", err)
 	}
 	defer unix.Close(reqFD)
@@ -56,25 +62,22 @@ func runRaw(ctx context.Context, ep genl.Endpoint) error {
 	if err := unix.SetsockoptInt(evFD, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(group)); err != nil {
 		return fmt.Errorf("joining the events group: %w", err)
 	}
-	// Netlink sockets cannot be shut down: the reader wakes every 200 ms
-	// to see whether it should stop.
-	tv := unix.NsecToTimeval(200e6)
-	if err := unix.SetsockoptTimeval(evFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return fmt.Errorf("event socket timeout: %w", err)
+	rc, err := evFile.SyscallConn()
+	if err != nil {
+		return err
 	}
-	var asked, failed, lost atomic.Int64
-	var stopped atomic.Bool
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		done <- readRaw(evFD, reqFD, family, ep, &stopped, &asked, &lost)
-	}()
+	r, err := nlread.New(rc)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	stop := context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Now()) })
+	defer stop()
+	var asked, lost int64
 	fmt.Println("ready")
-	<-ctx.Done()
-	stopped.Store(true)
-	err = <-done
-	_ = unix.Close(evFD)
+	err = readRaw(r, reqFD, family, ep, &asked, &lost)
 	// Count the kernel's refusals, which it sends as errors.
+	var failed int64
 	buf := make([]byte, 1<<16)
 	for {
 		n, _, rerr := unix.Recvfrom(reqFD, buf, unix.MSG_DONTWAIT)
@@ -87,12 +90,12 @@ func runRaw(ctx context.Context, ep genl.Endpoint) error {
 				break
 			}
 			if binary.NativeEndian.Uint16(b[4:]) == unix.NLMSG_ERROR && int32(binary.NativeEndian.Uint32(b[16:])) != 0 {
-				failed.Add(1)
+				failed++
 			}
 			b = b[min((l+3)&^3, len(b)):]
 		}
 	}
-	fmt.Printf("asked %d failed %d events-lost %d\n", asked.Load(), failed.Load(), lost.Load())
+	fmt.Printf("asked %d failed %d events-lost %d\n", asked, failed, lost)
 	return err
 }
 
@@ -108,24 +111,24 @@ func resolve() (family uint16, group uint32, err error) {
 	return c.Family().ID, c.EventsGroup(), nil
 }
 
-func readRaw(evFD, reqFD int, family uint16, ep genl.Endpoint, stopped *atomic.Bool, asked, lost *atomic.Int64) error {
+// readRaw asks for a subflow for each client connection of ep's family
+// that becomes established, until r's deadline passes.
+func readRaw(r *nlread.Reader, reqFD int, family uint16, ep genl.Endpoint, asked, lost *int64) error {
 	buf := make([]byte, 16<<10)
 	req := make([]byte, 0, 256)
 	var seq uint32
 	for {
-		n, _, err := unix.Recvfrom(evFD, buf, 0)
+		n, err := r.Read(buf)
 		switch {
-		case stopped.Load():
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			return nil
-		case err == unix.EAGAIN || err == unix.EINTR:
-			continue
-		case err == unix.ENOBUFS:
-			lost.Add(1)
+		case errors.Is(err, unix.ENOBUFS):
+			*lost++
 			continue
 		case err != nil:
 			return fmt.Errorf("reading events: %w", err)
 		}
-		for b := buf[:n]; len(b) >= 20; {
+		for b := buf[:min(n, len(buf))]; len(b) >= 20; {
 			l := int(binary.NativeEndian.Uint32(b))
 			if l < 20 || l > len(b) {
 				break
@@ -135,8 +138,9 @@ func readRaw(evFD, reqFD int, family uint16, ep genl.Endpoint, stopped *atomic.B
 				if e, err := genl.DecodeEvent(gm); err == nil && !e.ServerSide && e.Remote.Addr().Is4() == ep.Addr.Is4() {
 					seq++
 					req = subflowCreate(req[:0], family, seq, e.Token, ep, e.Remote)
-					if err := unix.Send(reqFD, req, 0); err == nil {
-						asked.Add(1)
+					// Raw: the kernel handles the request within the call.
+					if _, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(reqFD), uintptr(unsafe.Pointer(&req[0])), uintptr(len(req))); errno == 0 {
+						*asked++
 					}
 				}
 			}
