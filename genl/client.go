@@ -49,7 +49,7 @@ type Option func(*options)
 type options struct {
 	netNS       int  // file descriptor of a network namespace; 0: the caller's
 	eventBuffer int  // receive buffer of event subscriptions, bytes
-	directReads bool // subscriptions wait for events on the reader's thread
+	directReads bool // subscriptions read events with raw system calls
 	rawRequests bool // acknowledged requests go through a socket of their own
 }
 

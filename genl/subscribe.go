@@ -13,8 +13,8 @@ import (
 // Subscription receives the events of the mptcp_pm_events multicast group on
 // a connection of its own. It ends when its context ends or it is closed.
 type Subscription struct {
-	c        *genetlink.Conn
-	raw      *rawEvents // nil: read through c
+	c        *genetlink.Conn // nil when raw reads
+	raw      *rawEvents      // nil: read through c
 	ctx      context.Context
 	stopFunc func() bool
 
@@ -45,7 +45,11 @@ func (c *Client) Subscribe(ctx context.Context) (*Subscription, error) {
 	s := &Subscription{c: conn, ctx: ctx}
 	if c.opts.directReads {
 		if raw, err := newRawEvents(conn); err == nil {
-			s.raw = raw
+			// The reader has a descriptor of its own (and the group with
+			// it); the connection's would only be a second registration in
+			// the runtime's poller, woken by every event for nothing.
+			_ = conn.Close()
+			s.c, s.raw = nil, raw
 			s.stopFunc = context.AfterFunc(ctx, raw.stop)
 			return s, nil
 		}
@@ -100,6 +104,7 @@ func (s *Subscription) Close() error {
 		s.stopFunc()
 		if s.raw != nil {
 			s.raw.close()
+			return
 		}
 		if err := s.c.Close(); err != nil {
 			s.closeErr = fmt.Errorf("closing event subscription: %w", err)

@@ -146,9 +146,10 @@ func (e *events) commit() {
 var errUnreadable = errors.New("netmon: unreadable notification")
 
 // receive reads one datagram of notifications, waiting for one if none is
-// queued. It reads it with a single recvmsg, into a buffer kept for the
-// purpose, where netlink.Conn.Receive first peeks at the size: one system
-// call less on the way from a new address to its endpoint. The messages
+// queued. It reads it with a single system call (internal/nlread), into a
+// buffer kept for the purpose, where netlink.Conn.Receive first peeks at
+// the size: one system call less on the way from a new address to its
+// endpoint. The messages
 // are valid until the next call.
 func (e *events) receive() ([]netlink.Message, error) {
 	n, err := e.r.Read(e.buf)

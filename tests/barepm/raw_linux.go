@@ -42,35 +42,19 @@ func runRaw(ctx context.Context, ep genl.Endpoint) error {
 	if err != nil {
 		return err
 	}
-	evFD, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_GENERIC)
+	r, err := openEvents(group)
 	if err != nil {
-		return fmt.Errorf("event socket: %w", err)
+		return err
 	}
-	evFile := os.NewFile(uintptr(evFD), "events")
-	defer evFile.Close()
+	defer r.Close()
 	reqFD, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
 	if err != nil {
 		return fmt.Errorf("request socket: %w", err)
 	}
 	defer unix.Close(reqFD)
-	for _, fd := range []int{evFD, reqFD} {
-		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			return fmt.Errorf("bind: %w", err)
-		}
+	if err := unix.Bind(reqFD, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("bind: %w", err)
 	}
-	_ = unix.SetsockoptInt(evFD, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20)
-	if err := unix.SetsockoptInt(evFD, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(group)); err != nil {
-		return fmt.Errorf("joining the events group: %w", err)
-	}
-	rc, err := evFile.SyscallConn()
-	if err != nil {
-		return err
-	}
-	r, err := nlread.New(rc)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	stop := context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Now()) })
 	defer stop()
 	var asked, lost int64
@@ -97,6 +81,30 @@ func runRaw(ctx context.Context, ep genl.Endpoint) error {
 	}
 	fmt.Printf("asked %d failed %d events-lost %d\n", asked, failed, lost)
 	return err
+}
+
+// openEvents subscribes a socket of its own to the events group and
+// returns its reader.
+func openEvents(group uint32) (*nlread.Reader, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_GENERIC)
+	if err != nil {
+		return nil, fmt.Errorf("event socket: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "events")
+	// The reader keeps a descriptor of its own, as mptcpd's does.
+	defer f.Close()
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20)
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(group)); err != nil {
+		return nil, fmt.Errorf("joining the events group: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return nlread.New(rc)
 }
 
 func resolve() (family uint16, group uint32, err error) {
